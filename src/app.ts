@@ -1,0 +1,98 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import cookieParser from 'cookie-parser'
+import express, { type Request } from 'express'
+import helmet from 'helmet'
+import type { DB } from './db/database.js'
+import type { SendMessageHandler } from './chat/send-message.js'
+import type { Hub } from './live/hub.js'
+import { chatRoutes } from './chat/routes.js'
+import { crossOriginProtection } from './http/cross-origin.js'
+import { errorHandler, HttpError } from './http/errors.js'
+import { session } from './http/session.js'
+import { renderView, VIEWS_DIR } from './http/views.js'
+
+export interface AppDeps {
+  db: DB
+  sendMessage: SendMessageHandler
+  hub: Hub
+  /** Signs session cookies; every node behind one load balancer needs the same one. */
+  sessionSecret: string
+  /** `auto`: Secure cookies when the request came over TLS (see trustProxy). */
+  secureCookies?: 'auto' | boolean
+  /** Express "trust proxy": set it behind a TLS-terminating proxy so req.secure is right. */
+  trustProxy?: boolean | string | number
+  clock?: () => Date
+  onError?: (error: unknown, req: Request) => void
+}
+
+/** Request bodies above this are refused with 413 (a message is at most 4000 characters). */
+export const BODY_LIMIT = '16kb'
+
+const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
+const HTMX_DIR = fileURLToPath(new URL('../node_modules/htmx.org/dist/', import.meta.url))
+
+declare module 'express-serve-static-core' {
+  interface Locals {
+    /** Per-response CSP nonce: script tags carry it, and hx-csp requires it on every htmx element. */
+    nonce: string
+    /** Correlates a request with its log lines and the events it appended. */
+    requestId: string
+  }
+}
+
+export function createApp(deps: AppDeps): express.Express {
+  const app = express()
+  app.disable('x-powered-by')
+  app.set('trust proxy', deps.trustProxy ?? false)
+  app.set('views', VIEWS_DIR)
+  app.set('view engine', 'ejs')
+  app.engine('ejs', renderView)
+
+  app.use((req, res, next) => {
+    res.locals.nonce = randomBytes(16).toString('base64url')
+    const incoming = req.get('x-request-id')
+    res.locals.requestId = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID()
+    res.set('X-Request-Id', res.locals.requestId)
+    next()
+  })
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        useDefaults: false,
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: [(_req, res) => `'nonce-${(res as express.Response).locals.nonce}'`],
+          styleSrc: ["'self'", (_req, res) => `'nonce-${(res as express.Response).locals.nonce}'`],
+          imgSrc: ["'self'", 'data:'],
+          connectSrc: ["'self'"],
+          fontSrc: ["'self'"],
+          formAction: ["'self'"],
+          frameAncestors: ["'none'"],
+          baseUri: ["'none'"],
+          objectSrc: ["'none'"],
+        },
+      },
+      crossOriginEmbedderPolicy: false,
+      // same-origin: our own forms can go "back" to the page they came from.
+      referrerPolicy: { policy: 'same-origin' },
+    }),
+  )
+
+  app.use('/static', express.static(PUBLIC_DIR, { maxAge: '1h' }))
+  // htmx is pinned exactly in package.json, so its files never change under a URL.
+  app.use('/htmx', express.static(HTMX_DIR, { maxAge: '1y', immutable: true }))
+  app.get('/healthz', (_req, res) => void res.type('text').send('ok\n'))
+
+  app.use(cookieParser(deps.sessionSecret))
+  app.use(session({ secure: deps.secureCookies ?? 'auto' }))
+  app.use(crossOriginProtection())
+  app.use(express.json({ limit: BODY_LIMIT }))
+  app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
+
+  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, hub: deps.hub, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+
+  app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
+  app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))
+  return app
+}

@@ -1,0 +1,200 @@
+import { randomUUID } from 'node:crypto'
+import { Router, type Request, type Response } from 'express'
+import type { DB } from '../db/database.js'
+import { HttpError, wantsJson } from '../http/errors.js'
+import { parseName, setSession } from '../http/session.js'
+import { HubFullError, type Hub } from '../live/hub.js'
+import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
+import { messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import type { SendMessageHandler } from './send-message.js'
+
+export interface ChatRoutesDeps {
+  db: DB
+  sendMessage: SendMessageHandler
+  hub: Hub
+  secureCookies: 'auto' | boolean
+  clock: () => Date
+}
+
+export const PAGE_SIZE = 50
+const VERSION_PATTERN = /^\d{1,15}$/
+
+/** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
+export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatRoutesDeps): Router {
+  const router = Router()
+  const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
+
+  router.get('/', async (_req, res) => {
+    res.render('home', { title: 'Live Tea', chats: await recentChats(db), form: { name: res.locals.name, chatId: '' }, errors: {} })
+  })
+
+  router.post('/session', async (req, res) => {
+    const body = formBody(req)
+    const name = parseName(body.name)
+    const chatId = body.chatId === undefined || body.chatId === '' ? undefined : normalizeChatId(String(body.chatId))
+    const errors: Record<string, string> = {}
+    if ('error' in name) errors.name = name.error
+    if (chatId !== undefined && !CHAT_ID_PATTERN.test(chatId)) errors.chatId = 'A room name is 1 to 64 letters, digits, "-" or "_" (spaces become "-").'
+    if (Object.keys(errors).length > 0) {
+      res.status(422)
+      if (wantsJson(req)) return void res.json({ error: Object.values(errors).join(' ') })
+      const form = { name: String(body.name ?? ''), chatId: String(body.chatId ?? '') }
+      return res.render('home', { title: 'Live Tea', chats: await recentChats(db), form, errors })
+    }
+    setSession(res, (name as { name: string }).name, secure(req))
+    const location = chatId ? `/chats/${chatId}` : safeBack(req)
+    if (wantsJson(req)) return void res.status(200).json({ name: res.locals.name, location })
+    res.redirect(303, location)
+  })
+
+  router.get('/chats/:chatId', async (req, res) => {
+    const chatId = chatIdFrom(req)
+    res.render('chat', await chatPage(chatId, res, {}))
+  })
+
+  router.post('/chats/:chatId/messages', async (req, res, next) => {
+    const chatId = String(req.params.chatId)
+    const { content, commandId } = messageBody(req)
+    const command: SendMessage = {
+      type: 'SendMessage',
+      data: { chatId, sender: res.locals.name, content, commandId },
+      metadata: { now: clock(), requestId: res.locals.requestId },
+    }
+    try {
+      const { version } = await sendMessage.send(command)
+      if (wantsJson(req)) return void res.status(201).json({ chatId, version })
+      if (req.get('hx-request')) return res.render('partials/_composer', { chatId, composer: freshComposer() })
+      res.redirect(303, `/chats/${chatId}`)
+    } catch (error) {
+      if (!(error instanceof Rejection) || wantsJson(req) || !CHAT_ID_PATTERN.test(chatId)) return next(error)
+      // The composer comes back with its error and the text as typed, so nothing is lost.
+      res.status(error.status)
+      if (error.retryAfterSeconds) res.set('Retry-After', String(error.retryAfterSeconds))
+      const composer = { content, commandId, error: error.message }
+      if (req.get('hx-request')) return res.render('partials/_composer', { chatId, composer })
+      res.render('chat', await chatPage(chatId, res, composer))
+    }
+  })
+
+  router.get('/chats/:chatId/events', async (req, res) => {
+    const chatId = chatIdFrom(req)
+    const cursor = cursorFrom(req)
+    if (hub.full) throw new HubFullError(5)
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      Connection: 'keep-alive',
+      // Proxies such as nginx would otherwise buffer the stream.
+      'X-Accel-Buffering': 'no',
+    })
+    res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n`)
+    req.socket.setNoDelay(true)
+    await hub.subscribe(chatId, res, cursor)
+  })
+
+  router.get('/chats/:chatId/messages', async (req, res) => {
+    const chatId = chatIdFrom(req)
+    const before = versionParam(req.query.before, 'before')
+    const messages = await messagesBefore(db, chatId, before, PAGE_SIZE)
+    if (wantsJson(req)) return void res.json({ chatId, messages: messages.map(toJson) })
+    // htmx swaps the fragment in place; without JavaScript the same link opens a page.
+    res.render(req.get('hx-request') ? 'partials/_older' : 'older', { title: `Earlier in #${chatId}`, chatId, messages, hasOlder: (messages[0]?.version ?? 1) > 1 })
+  })
+
+  /** Everything the chat page shows: the latest unbroken run of messages, the composer, where the stream resumes. */
+  async function chatPage(chatId: string, res: Response, composer: Partial<Composer>) {
+    const latest = await messagesBefore(db, chatId, undefined, PAGE_SIZE)
+    const messages = latest.length > 0 ? unbrokenRun(latest, latest[0]!.version - 1) : []
+    const after = messages.at(-1)?.version ?? 0
+    return {
+      title: `#${chatId}`,
+      chatId,
+      messages,
+      after,
+      hasOlder: (messages[0]?.version ?? 1) > 1,
+      composer: { ...freshComposer(), ...composer },
+      me: res.locals.name,
+    }
+  }
+
+  return router
+}
+
+interface Composer {
+  content: string
+  commandId: string
+  error?: string
+}
+
+function freshComposer(): Composer {
+  return { content: '', commandId: randomUUID() }
+}
+
+function toJson(message: Message) {
+  return { chatId: message.chatId, version: message.version, sender: message.sender, content: message.content, sentAt: message.sentAt.toISOString() }
+}
+
+function chatIdFrom(req: Request): string {
+  const chatId = String(req.params.chatId)
+  if (!CHAT_ID_PATTERN.test(chatId)) throw new HttpError(404, 'No chat can have that name: chat names are lowercase letters, digits, "-" and "_".')
+  return chatId
+}
+
+/** "Tea Time!" → "tea-time": what people type in the room field becomes a chat id. */
+export function normalizeChatId(value: string): string {
+  return value
+    .trim()
+    .toLowerCase()
+    .replace(/\s+/g, '-')
+    .replace(/[^a-z0-9_-]/g, '')
+}
+
+/** Last-Event-ID wins over ?after: htmx reconnects with the header but keeps the original URL. */
+function cursorFrom(req: Request): number | undefined {
+  const header = req.get('last-event-id')
+  if (header !== undefined && header.trim() !== '') return versionParam(header.trim(), 'Last-Event-ID')
+  return versionParam(req.query.after, 'after')
+}
+
+function versionParam(value: unknown, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined
+  if (typeof value !== 'string' || !VERSION_PATTERN.test(value)) throw new HttpError(400, `${name} must be a message version (a whole number).`)
+  return Number(value)
+}
+
+function formBody(req: Request): Record<string, unknown> {
+  assertParsedBody(req)
+  return (req.body ?? {}) as Record<string, unknown>
+}
+
+function messageBody(req: Request): { content: string; commandId: string } {
+  const body = formBody(req)
+  if (body.content !== undefined && typeof body.content !== 'string') throw new HttpError(400, '"content" must be a string.')
+  if (body.commandId !== undefined && typeof body.commandId !== 'string') throw new HttpError(400, '"commandId" must be a string.')
+  // Without a commandId (a quick curl) the message is still accepted, just not deduplicated on retry.
+  return { content: body.content ?? '', commandId: body.commandId || randomUUID() }
+}
+
+/** A body we could not parse must not pass as an empty one. */
+function assertParsedBody(req: Request): void {
+  const hasBody = Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined
+  if (hasBody && !req.is(['application/json', 'application/x-www-form-urlencoded'])) {
+    throw new HttpError(415, 'Send the message as a form (application/x-www-form-urlencoded) or as JSON (application/json).')
+  }
+  if (req.body !== undefined && (typeof req.body !== 'object' || Array.isArray(req.body) || req.body === null)) {
+    throw new HttpError(400, 'The request body must be a JSON object such as {"content": "hello"}.')
+  }
+}
+
+/** Back to where the form was, but only within this site. */
+function safeBack(req: Request): string {
+  const referer = req.get('referer')
+  if (!referer) return '/'
+  try {
+    const url = new URL(referer)
+    return url.host === req.get('host') ? url.pathname + url.search : '/'
+  } catch {
+    return '/'
+  }
+}
+

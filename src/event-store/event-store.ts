@@ -1,0 +1,204 @@
+import { randomUUID } from 'node:crypto'
+import { sql, type Transaction } from 'kysely'
+import type { Database, DB } from '../db/database.js'
+
+export type Tx = Transaction<Database>
+
+/** What a decider emits: `{ type, data, metadata }`. */
+export interface NewEvent {
+  type: string
+  data: object
+  metadata: object
+}
+
+export interface StoredEvent {
+  streamId: string
+  version: number
+  eventId: string
+  type: string
+  data: Record<string, unknown>
+  metadata: Record<string, unknown>
+  recordedAt: Date
+}
+
+export interface StreamAppend {
+  streamId: string
+  streamType: string
+  /** The version the events were decided on: 0 for a stream that does not exist yet. */
+  expectedVersion: number
+  events: NewEvent[]
+}
+
+/** The stream moved past the expected version: reload, decide again. */
+export class ConcurrencyConflict extends Error {
+  constructor(streamIds: string[]) {
+    super(`stream changed concurrently: ${streamIds.join(', ')}`)
+    this.name = 'ConcurrencyConflict'
+  }
+}
+
+/**
+ * The write side's only door. Appends happen inside a transaction the caller
+ * opens (so several commands can share one commit), in this order:
+ * `lockStreams`, `readVersions` (and events newer than the caller's state),
+ * decide, `append`. Within one stream, versions are gapless and commit in
+ * order, because the transaction id is assigned after the stream lock.
+ *
+ * @example
+ * await db.transaction().execute(async (tx) => {
+ *   await lockStreams(tx, ['chat-tea'])
+ *   const version = (await readVersions(tx, ['chat-tea'])).get('chat-tea') ?? 0
+ *   await append(tx, [{ streamId: 'chat-tea', streamType: 'chat', expectedVersion: version, events }])
+ * })
+ */
+export async function lockStreams(tx: Tx, streamIds: string[]): Promise<void> {
+  // Writers of one stream queue here instead of failing a compare-and-set and
+  // retrying. Locks are taken in lock-key order, so transactions that lock
+  // several streams cannot deadlock each other. An advisory lock assigns no
+  // transaction id: the id comes at the first write, after every lock.
+  await sql`
+    select pg_advisory_xact_lock(key)
+    from (select distinct hashtextextended(id, 0) as key from unnest(${[...new Set(streamIds)]}::text[]) as id order by key) as keys
+  `.execute(tx)
+}
+
+/** Current version of each stream; absent streams are left out (version 0). */
+export async function readVersions(tx: Tx | DB, streamIds: string[]): Promise<Map<string, number>> {
+  const rows = await tx.selectFrom('streams').select(['stream_id', 'version']).where('stream_id', 'in', streamIds).execute()
+  return new Map(rows.map((row) => [row.stream_id, Number(row.version)]))
+}
+
+/** Events of several streams, each after its own version, in version order per stream. */
+export async function readEventsAfter(tx: Tx | DB, ranges: { streamId: string; after: number }[]): Promise<StoredEvent[]> {
+  if (ranges.length === 0) return []
+  const { rows } = await sql<EventRecord>`
+    select e.stream_id, e.stream_version, e.event_id, e.event_type, e.data, e.metadata, e.recorded_at
+    from unnest(${ranges.map((range) => range.streamId)}::text[], ${ranges.map((range) => range.after)}::bigint[]) as r(stream_id, after)
+    join events e on e.stream_id = r.stream_id and e.stream_version > r.after
+    order by e.stream_id, e.stream_version
+  `.execute(tx)
+  return rows.map(toStoredEvent)
+}
+
+/** Reads one stream forwards from `after` (exclusive). */
+export async function readStream(db: Tx | DB, streamId: string, { after = 0, limit = 1000 } = {}): Promise<StoredEvent[]> {
+  const rows = await db
+    .selectFrom('events')
+    .select(['stream_id', 'stream_version', 'event_id', 'event_type', 'data', 'metadata', 'recorded_at'])
+    .where('stream_id', '=', streamId)
+    .where('stream_version', '>', after)
+    .orderBy('stream_version')
+    .limit(limit)
+    .execute()
+  return rows.map(toStoredEvent)
+}
+
+/** Reads one stream backwards: the `limit` events before `before` (exclusive), returned in version order. */
+export async function readStreamBackwards(db: Tx | DB, streamId: string, { before, limit }: { before: number; limit: number }): Promise<StoredEvent[]> {
+  const rows = await db
+    .selectFrom('events')
+    .select(['stream_id', 'stream_version', 'event_id', 'event_type', 'data', 'metadata', 'recorded_at'])
+    .where('stream_id', '=', streamId)
+    .where('stream_version', '<', before)
+    .orderBy('stream_version', 'desc')
+    .limit(limit)
+    .execute()
+  return rows.reverse().map(toStoredEvent)
+}
+
+/** The version at which a command id was appended to a stream, if it was. */
+export async function findCommand(db: Tx | DB, streamId: string, commandId: string): Promise<number | undefined> {
+  const row = await db
+    .selectFrom('events')
+    .select('stream_version')
+    .where('stream_id', '=', streamId)
+    .where(sql`metadata ->> 'commandId'`, '=', commandId)
+    .where(sql<boolean>`metadata ? 'commandId'`)
+    .executeTakeFirst()
+  return row ? Number(row.stream_version) : undefined
+}
+
+/**
+ * Compare-and-set each stream's version, then insert the events, in two
+ * statements whatever the number of streams. Throws ConcurrencyConflict when
+ * a stream is not at its expected version. Never `ON CONFLICT DO NOTHING` on
+ * events: the primary key (stream_id, stream_version) must fail loudly.
+ */
+export async function append(tx: Tx, appends: StreamAppend[]): Promise<StoredEvent[]> {
+  const nonEmpty = appends.filter((a) => a.events.length > 0)
+  if (nonEmpty.length === 0) return []
+
+  const { rows } = await sql<{ moved: number }>`
+    with input as (
+      select * from unnest(
+        ${nonEmpty.map((a) => a.streamId)}::text[],
+        ${nonEmpty.map((a) => a.streamType)}::text[],
+        ${nonEmpty.map((a) => a.expectedVersion)}::bigint[],
+        ${nonEmpty.map((a) => a.expectedVersion + a.events.length)}::bigint[]
+      ) as i(stream_id, stream_type, expected, next)
+    ),
+    updated as (
+      update streams s set version = i.next
+      from input i
+      where i.expected > 0 and s.stream_id = i.stream_id and s.version = i.expected
+      returning 1
+    ),
+    inserted as (
+      insert into streams (stream_id, stream_type, version)
+      select stream_id, stream_type, next from input where expected = 0
+      on conflict (stream_id) do nothing
+      returning 1
+    )
+    select (select count(*) from updated) + (select count(*) from inserted) as moved
+  `.execute(tx)
+  if (Number(rows[0]!.moved) !== nonEmpty.length) throw new ConcurrencyConflict(nonEmpty.map((a) => a.streamId))
+
+  const stored: StoredEvent[] = []
+  for (const { streamId, expectedVersion, events } of nonEmpty) {
+    events.forEach((event, index) => {
+      stored.push({
+        streamId,
+        version: expectedVersion + index + 1,
+        eventId: randomUUID(),
+        type: event.type,
+        data: event.data as Record<string, unknown>,
+        metadata: event.metadata as Record<string, unknown>,
+        recordedAt: new Date(),
+      })
+    })
+  }
+  await sql`
+    insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
+    select * from unnest(
+      ${stored.map((e) => e.streamId)}::text[],
+      ${stored.map((e) => e.version)}::bigint[],
+      ${stored.map((e) => e.eventId)}::uuid[],
+      ${stored.map((e) => e.type)}::text[],
+      ${stored.map((e) => JSON.stringify(e.data))}::jsonb[],
+      ${stored.map((e) => JSON.stringify(e.metadata))}::jsonb[]
+    )
+  `.execute(tx)
+  return stored
+}
+
+interface EventRecord {
+  stream_id: string
+  stream_version: number | string
+  event_id: string
+  event_type: string
+  data: Record<string, unknown>
+  metadata: Record<string, unknown>
+  recorded_at: Date
+}
+
+function toStoredEvent(row: EventRecord): StoredEvent {
+  return {
+    streamId: row.stream_id,
+    version: Number(row.stream_version),
+    eventId: row.event_id,
+    type: row.event_type,
+    data: row.data,
+    metadata: row.metadata,
+    recordedAt: row.recorded_at,
+  }
+}

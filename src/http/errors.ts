@@ -1,0 +1,69 @@
+import type { NextFunction, Request, Response } from 'express'
+import { Rejection } from '../chat/chat.js'
+import { ConcurrencyConflict } from '../event-store/event-store.js'
+
+/** An error that knows its HTTP answer. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message)
+    this.name = 'HttpError'
+  }
+}
+
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '08000', '08001', '08003', '08006'])
+
+/** The database cannot be reached right now (as opposed to refusing a statement). */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  const e = error as { code?: string; message?: string }
+  if (e?.code && UNAVAILABLE_CODES.has(e.code)) return true
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/i.test(e?.message ?? '')
+}
+
+/** Status, message and headers for any error, without leaking internals. */
+export function describeError(error: unknown): HttpError {
+  if (error instanceof HttpError) return error
+  if (error instanceof Rejection) {
+    return new HttpError(error.status, error.message, error.retryAfterSeconds ? { 'Retry-After': String(error.retryAfterSeconds) } : {})
+  }
+  if (error instanceof ConcurrencyConflict) return new HttpError(409, 'The chat changed while your message was being saved. Please send it again.')
+  const e = error as { type?: string; status?: number; limit?: number }
+  if (e?.type === 'entity.too.large') return new HttpError(413, `That request is too large (the limit is ${Math.round((e.limit ?? 16384) / 1024)} KB).`)
+  if (e?.type === 'entity.parse.failed') return new HttpError(400, 'The request body is not valid JSON.')
+  if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new HttpError(415, 'Unsupported request encoding.')
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new HttpError(e.status, 'Bad request.')
+  if (isDatabaseUnavailable(error)) return new HttpError(503, 'The database is unreachable right now, so nothing was saved. Try again in a moment.', { 'Retry-After': '2' })
+  return new HttpError(500, 'Something went wrong on our side. Nothing you did; try again.')
+}
+
+/** JSON when the client sent JSON or asked for it; htmx and browsers get HTML. */
+export function wantsJson(req: Request): boolean {
+  if (req.get('hx-request')) return false
+  return Boolean(req.is('application/json')) || req.accepts(['html', 'json']) === 'json'
+}
+
+/** One place turns every error into a page, an htmx fragment, or JSON. */
+export function errorHandler({ onError }: { onError: (error: unknown, req: Request) => void }) {
+  return (error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const described = describeError(error)
+    if (described.status >= 500) onError(error, req)
+    if (res.headersSent) return res.end()
+    res.status(described.status).set(described.headers)
+    if (wantsJson(req)) return res.json({ error: described.message })
+    const locals = { title: titleFor(described.status), status: described.status, message: described.message }
+    if (req.get('hx-request')) return res.render('partials/_error', locals)
+    return res.render('error', locals)
+  }
+}
+
+function titleFor(status: number): string {
+  if (status === 404) return 'Not found'
+  if (status === 403) return 'Refused'
+  if (status === 429) return 'Too fast'
+  if (status === 503) return 'Unavailable'
+  if (status >= 500) return 'Server error'
+  return 'Cannot do that'
+}

@@ -1,0 +1,273 @@
+import type { ServerResponse } from 'node:http'
+import type { DB } from '../db/database.js'
+import { HttpError } from '../http/errors.js'
+import { headVersion, messagesAfter, unbrokenRun, type Message } from '../chat/messages-projection.js'
+
+export interface HubProps {
+  db: DB
+  /** Renders one message as HTML; called once per message per node, whatever the number of subscribers. */
+  render: (message: Message) => string
+  heartbeatMs?: number
+  /** Subscribers per process; over it, `subscribe` refuses. */
+  maxSubscribers?: number
+  /** A subscriber whose unsent output grows past this is dropped; it reconnects and resumes. */
+  maxBufferedBytes?: number
+  onError?: (error: unknown) => void
+  onPushed?: (frames: number) => void
+}
+
+interface Subscriber {
+  res: ServerResponse
+  /** The highest version written to this subscriber; it always got an unbroken run up to here. */
+  sent: number
+  /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
+  catchingUp: boolean
+}
+
+interface ChatChannel {
+  chatId: string
+  subscribers: Set<Subscriber>
+  /** The highest version broadcast on this node (an unbroken run from the start). */
+  head: number
+  ready: Promise<void>
+  fetching: boolean
+  fetchAgain: boolean
+}
+
+export class HubFullError extends HttpError {
+  constructor(retryAfterSeconds: number) {
+    super(503, 'Too many live connections on this server; try again shortly.', { 'Retry-After': String(retryAfterSeconds) })
+  }
+}
+
+const CATCH_UP_BATCH = 500
+
+/**
+ * Per-chat fan-out of new messages to Server-Sent Events streams.
+ *
+ * Guarantee: every subscriber receives an unbroken, duplicate-free run of
+ * versions, starting after its cursor. The hub renders each new message once
+ * and writes it to every live subscriber of that chat. A subscriber that is
+ * behind (new, resuming, or after a gap) reads its own backlog from the
+ * `messages` table, then joins the live run; a version missing from what
+ * arrives is waited for, never skipped.
+ *
+ * @example
+ * const hub = new Hub({ db, render })
+ * await hub.subscribe('tea', res, 41)  // replays 42.., then live
+ * hub.notify('tea', 57)                // a NOTIFY said the chat reached 57
+ */
+export class Hub {
+  private readonly db: DB
+  private readonly render: HubProps['render']
+  private readonly maxSubscribers: number
+  private readonly maxBufferedBytes: number
+  private readonly onError: NonNullable<HubProps['onError']>
+  private readonly onPushed: NonNullable<HubProps['onPushed']>
+  private readonly chats = new Map<string, ChatChannel>()
+  private readonly heartbeat: NodeJS.Timeout
+  private closing = false
+  subscriberCount = 0
+
+  constructor({ db, render, heartbeatMs = 15_000, maxSubscribers = 10_000, maxBufferedBytes = 1 << 20, onError = () => {}, onPushed = () => {} }: HubProps) {
+    this.db = db
+    this.render = render
+    this.maxSubscribers = maxSubscribers
+    this.maxBufferedBytes = maxBufferedBytes
+    this.onError = onError
+    this.onPushed = onPushed
+    this.heartbeat = setInterval(() => this.beat(), heartbeatMs)
+    this.heartbeat.unref()
+  }
+
+  /** No room for another subscriber (or shutting down). */
+  get full(): boolean {
+    return this.closing || this.subscriberCount >= this.maxSubscribers
+  }
+
+  get chatCount(): number {
+    return this.chats.size
+  }
+
+  /**
+   * Streams a chat to `res`, from after `cursor` (undefined: from the chat's
+   * head now, live messages only). The caller has written the SSE headers.
+   */
+  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined): Promise<void> {
+    if (this.full) throw new HubFullError(this.closing ? 1 : 5)
+    const chat = this.channel(chatId)
+    const subscriber: Subscriber = { res, sent: 0, catchingUp: true }
+    chat.subscribers.add(subscriber)
+    this.subscriberCount++
+    res.once('close', () => this.unsubscribe(chat, subscriber))
+    try {
+      await chat.ready
+      subscriber.sent = cursor ?? chat.head
+      if (subscriber.sent > chat.head) {
+        // A cursor from the future (the database was reset) would skip what
+        // comes next; one from another node's head is fine. Ask the database.
+        subscriber.sent = Math.min(subscriber.sent, await headVersion(this.db, chatId))
+      }
+      await this.catchUp(chat, subscriber)
+    } catch (error) {
+      this.onError(error)
+      res.end()
+    }
+  }
+
+  /** A chat reached `version` (from a NOTIFY): fetch and broadcast what this node has not. */
+  notify(chatId: string, version: number): void {
+    const chat = this.chats.get(chatId)
+    if (chat && version > chat.head) this.fetchNew(chat)
+  }
+
+  /** Newly projected messages from this process's projector: broadcast without a query when they continue the run. */
+  offer(messages: Message[]): void {
+    const byChat = new Map<string, Message[]>()
+    for (const message of messages) {
+      if (!this.chats.has(message.chatId)) continue
+      const list = byChat.get(message.chatId) ?? []
+      list.push(message)
+      byChat.set(message.chatId, list)
+    }
+    for (const [chatId, list] of byChat) {
+      const chat = this.chats.get(chatId)!
+      list.sort((a, b) => a.version - b.version)
+      const fresh = list.filter((message) => message.version > chat.head)
+      const run = unbrokenRun(fresh, chat.head)
+      this.broadcast(chat, run)
+      if (run.length < fresh.length) this.fetchNew(chat)
+    }
+  }
+
+  /** After the LISTEN connection came back: notifications may have been lost, so every chat catches up. */
+  resync(): void {
+    for (const chat of this.chats.values()) this.fetchNew(chat)
+  }
+
+  /** Ends every stream with a reconnect hint (shutdown). */
+  close(retryMs = 1000): void {
+    this.closing = true
+    clearInterval(this.heartbeat)
+    for (const chat of this.chats.values()) {
+      for (const subscriber of chat.subscribers) subscriber.res.end(`retry: ${retryMs}\n\n`)
+    }
+  }
+
+  private channel(chatId: string): ChatChannel {
+    let chat = this.chats.get(chatId)
+    if (chat) return chat
+    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, ready: Promise.resolve(), fetching: false, fetchAgain: false }
+    // Until the head is known, a notification only marks that a fetch is due.
+    created.fetching = true
+    created.ready = headVersion(this.db, chatId).then(
+      (head) => {
+        created.head = Math.max(created.head, head)
+        created.fetching = false
+        if (created.fetchAgain) this.fetchNew(created)
+      },
+      (error) => {
+        this.chats.delete(chatId)
+        throw error
+      },
+    )
+    this.chats.set(chatId, created)
+    return created
+  }
+
+  private unsubscribe(chat: ChatChannel, subscriber: Subscriber): void {
+    if (!chat.subscribers.delete(subscriber)) return
+    this.subscriberCount--
+    if (chat.subscribers.size === 0 && this.chats.get(chat.chatId) === chat) this.chats.delete(chat.chatId)
+  }
+
+  /** Reads what is new for this chat and broadcasts it; concurrent calls fold into one more pass. */
+  private fetchNew(chat: ChatChannel): void {
+    if (chat.fetching) {
+      chat.fetchAgain = true
+      return
+    }
+    chat.fetching = true
+    const pass = async () => {
+      do {
+        chat.fetchAgain = false
+        let batch: Message[]
+        do {
+          batch = await messagesAfter(this.db, chat.chatId, chat.head, CATCH_UP_BATCH)
+          this.broadcast(chat, batch)
+        } while (batch.length === CATCH_UP_BATCH)
+      } while (chat.fetchAgain && this.chats.get(chat.chatId) === chat)
+    }
+    pass()
+      .catch(this.onError)
+      .finally(() => (chat.fetching = false))
+  }
+
+  /** Writes an unbroken run starting at chat.head + 1, rendering each message once. */
+  private broadcast(chat: ChatChannel, run: Message[]): void {
+    for (const message of run) {
+      if (message.version !== chat.head + 1) continue
+      chat.head = message.version
+      if (chat.subscribers.size === 0) continue
+      const frame = toFrame(message.version, this.render(message))
+      let pushed = 0
+      for (const subscriber of chat.subscribers) {
+        if (subscriber.catchingUp || message.version <= subscriber.sent) continue
+        if (message.version !== subscriber.sent + 1) {
+          // Behind the broadcast (cannot happen while the invariants hold): read the backlog instead of skipping.
+          this.catchUp(chat, subscriber).catch(this.onError)
+          continue
+        }
+        this.write(chat, subscriber, frame)
+        subscriber.sent = message.version
+        pushed++
+      }
+      this.onPushed(pushed)
+    }
+  }
+
+  /**
+   * Brings one subscriber from its cursor to the broadcast head, from the
+   * database, then hands it to the live run. Broadcasts skip it meanwhile;
+   * the final check and the hand-over happen in one synchronous step, so no
+   * broadcast can fall between them.
+   */
+  private async catchUp(chat: ChatChannel, subscriber: Subscriber): Promise<void> {
+    subscriber.catchingUp = true
+    for (;;) {
+      const batch = await messagesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH)
+      if (subscriber.res.writableEnded || subscriber.res.destroyed) return
+      if (batch.length > 0) {
+        this.write(chat, subscriber, batch.map((message) => toFrame(message.version, this.render(message))).join(''))
+        subscriber.sent = batch[batch.length - 1]!.version
+        this.onPushed(batch.length)
+      }
+      if (batch.length === CATCH_UP_BATCH) continue
+      if (subscriber.sent >= chat.head) break
+      // The broadcast is ahead of what the table shows us; it will show soon.
+      if (batch.length === 0) await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    subscriber.catchingUp = false
+  }
+
+  private write(chat: ChatChannel, subscriber: Subscriber, text: string): void {
+    subscriber.res.write(text)
+    if (subscriber.res.writableLength > this.maxBufferedBytes) {
+      // Too slow to keep up: drop it rather than buffer without bound. The
+      // client reconnects with Last-Event-ID and resumes where it was.
+      this.unsubscribe(chat, subscriber)
+      subscriber.res.destroy()
+    }
+  }
+
+  private beat(): void {
+    for (const chat of this.chats.values()) {
+      for (const subscriber of chat.subscribers) subscriber.res.write(': heartbeat\n\n')
+    }
+  }
+}
+
+/** One SSE message: `id:`, one `data:` line per line of HTML, a blank line. No `event:` name. */
+export function toFrame(id: number, html: string): string {
+  return `id: ${id}\n${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
+}
