@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { after, before, describe, test } from 'node:test'
+import { sql } from 'kysely'
+import request from 'supertest'
+import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
+import { SendMessageHandler } from '../../src/chat/send-message.js'
+import { startTestNode, type TestNode } from '../support/node.js'
+
+let node: TestNode
+before(async () => (node = await startTestNode()))
+after(() => node.close())
+
+async function eventCount(chatId?: string): Promise<number> {
+  let query = node.db.selectFrom('events').select(sql<number>`count(*)`.as('n'))
+  if (chatId) query = query.where('stream_id', '=', `chat-${chatId}`)
+  return Number((await query.executeTakeFirstOrThrow()).n)
+}
+
+function command(chatId: string, sender: string, now = new Date(), commandId = randomUUID()): SendMessage {
+  return { type: 'SendMessage', data: { chatId, sender, content: `hello from ${sender}`, commandId }, metadata: { now } }
+}
+
+describe('POST /chats/:chatId/messages', () => {
+  test('answers 201 {chatId, version} to JSON and the event is in the log', async () => {
+    const res = await request(node.url).post('/chats/tea/messages').send({ content: 'hi' }).expect(201)
+    assert.deepEqual(res.body, { chatId: 'tea', version: 1 })
+    const event = await node.db.selectFrom('events').selectAll().where('stream_id', '=', 'chat-tea').executeTakeFirstOrThrow()
+    assert.equal(event.event_type, 'MessageSent')
+    assert.equal(event.data.content, 'hi')
+    assert.equal(Number(event.stream_version), 1)
+  })
+
+  test('20 concurrent posts to one chat get versions 1..20, all 201, 20 events', async () => {
+    const posts = Array.from({ length: 20 }, (_, i) => request(node.url).post('/chats/busy/messages').send({ content: `message ${i}` }))
+    const responses = await Promise.all(posts)
+    assert.deepEqual(responses.map((res) => res.status), Array(20).fill(201))
+    const versions = responses.map((res) => res.body.version).sort((a, b) => a - b)
+    assert.deepEqual(versions, Array.from({ length: 20 }, (_, i) => i + 1))
+    assert.equal(await eventCount('busy'), 20)
+    const stream = await node.db.selectFrom('streams').selectAll().where('stream_id', '=', 'chat-busy').executeTakeFirstOrThrow()
+    assert.equal(Number(stream.version), 20)
+  })
+
+  test('a repeated commandId stores one event and answers with the same version, also concurrently', async () => {
+    const commandId = randomUUID()
+    const first = await request(node.url).post('/chats/retry/messages').send({ content: 'once', commandId }).expect(201)
+    const again = await Promise.all(Array.from({ length: 5 }, () => request(node.url).post('/chats/retry/messages').send({ content: 'once', commandId })))
+    for (const res of again) assert.deepEqual([res.status, res.body], [201, first.body])
+    assert.equal(await eventCount('retry'), 1)
+  })
+
+  test('a form post answers 303 to the chat page (Post/Redirect/Get)', async () => {
+    const res = await request(node.url).post('/chats/forms/messages').type('form').send({ content: 'from a form', commandId: randomUUID() }).expect(303)
+    assert.equal(res.headers.location, '/chats/forms')
+    assert.equal(await eventCount('forms'), 1)
+  })
+
+  test('the sender comes from the session cookie, never from the body', async () => {
+    const agent = request.agent(node.url)
+    await agent.post('/session').type('form').send({ name: 'Alice', chatId: 'who' }).expect(303).expect('location', '/chats/who')
+    await agent.post('/chats/who/messages').send({ content: 'it is me', sender: 'mallory' }).expect(201)
+    const event = await node.db.selectFrom('events').select('data').where('stream_id', '=', 'chat-who').executeTakeFirstOrThrow()
+    assert.equal(event.data.sender, 'Alice')
+  })
+
+  test('without a session, a random adjective-noun name is given and kept in a signed cookie', async () => {
+    const res = await request(node.url).post('/chats/anon/messages').send({ content: 'hi' }).expect(201)
+    const cookie = String(res.headers['set-cookie'])
+    assert.match(cookie, /live_tea_session=s%3A[a-z]+-[a-z]+-\d+\./)
+    assert.match(cookie, /HttpOnly/)
+    assert.match(cookie, /SameSite=Lax/)
+  })
+
+  const badInputs: { name: string; chatId?: string; send: (req: request.Test) => request.Test; status: number; error: RegExp }[] = [
+    { name: 'empty content', send: (req) => req.send({ content: '' }), status: 422, error: /empty/ },
+    { name: 'blank content', send: (req) => req.send({ content: '   \n ' }), status: 422, error: /empty/ },
+    { name: 'missing content', send: (req) => req.send({}), status: 422, error: /empty/ },
+    { name: 'content over 4000 characters', send: (req) => req.send({ content: 'x'.repeat(4001) }), status: 422, error: /at most 4000/ },
+    { name: 'a body over 16 KB', send: (req) => req.send({ content: 'x'.repeat(17_000) }), status: 413, error: /too large/ },
+    { name: 'malformed JSON', send: (req) => req.set('content-type', 'application/json').send('{"content": "hi"'), status: 400, error: /not valid JSON/ },
+    { name: 'a JSON array', send: (req) => req.send([{ content: 'hi' }]), status: 400, error: /JSON object/ },
+    { name: 'content that is not a string', send: (req) => req.send({ content: 42 }), status: 400, error: /string/ },
+    { name: 'a text/plain body', send: (req) => req.set('content-type', 'text/plain').send('hello'), status: 415, error: /form|JSON/ },
+    { name: 'an invalid chat id', chatId: 'Not_Valid', send: (req) => req.send({ content: 'hi' }), status: 422, error: /chat name/ },
+    { name: 'a chat id of 65 characters', chatId: 'x'.repeat(65), send: (req) => req.send({ content: 'hi' }), status: 422, error: /chat name/ },
+    { name: 'a malformed commandId', send: (req) => req.send({ content: 'hi', commandId: 'no spaces allowed' }), status: 422, error: /command id/ },
+  ]
+  for (const { name, chatId = 'bad-input', send, status, error } of badInputs) {
+    test(`${name} answers ${status} with a readable error and appends nothing`, async () => {
+      const before = await eventCount()
+      const res = await send(request(node.url).post(`/chats/${chatId}/messages`).set('accept', 'application/json')).expect(status)
+      assert.match(res.body.error, error)
+      assert.equal(await eventCount(), before)
+    })
+  }
+
+  test(`the ${RATE_LIMIT + 1}th message of one sender within a minute answers 429 with Retry-After, and appends nothing`, async () => {
+    const agent = request.agent(node.url)
+    await agent.post('/session').type('form').send({ name: 'chatty' }).expect(303)
+    for (let i = 0; i < RATE_LIMIT; i++) await agent.post('/chats/rate/messages').send({ content: `m${i}` }).expect(201)
+    const res = await agent.post('/chats/rate/messages').send({ content: 'one too many' }).expect(429)
+    assert.match(res.body.error, /Slow down/)
+    assert.ok(Number(res.headers['retry-after']) >= 1)
+    assert.equal(await eventCount('rate'), RATE_LIMIT)
+  })
+
+  test('an htmx post that breaks a rule gets the composer back with the error and the typed text', async () => {
+    const res = await request(node.url).post('/chats/htmx-bad/messages').set('hx-request', 'true').type('form').send({ content: 'x'.repeat(4001), commandId: 'keep-me' }).expect(422)
+    assert.match(res.text, /<form id="composer"/)
+    assert.match(res.text, /at most 4000 characters/)
+    assert.match(res.text, /value="keep-me"/)
+    assert.ok(res.text.includes('x'.repeat(4001)))
+  })
+
+  test('a plain form post that breaks a rule gets the chat page with the error (422)', async () => {
+    const res = await request(node.url).post('/chats/form-bad/messages').type('form').send({ content: '  ' }).expect(422)
+    assert.match(res.text, /<title>#form-bad/)
+    assert.match(res.text, /cannot be empty/)
+  })
+})
+
+describe('SendMessageHandler', () => {
+  test('a repeat of a command older than the remembered window is still caught (unique index)', async () => {
+    const handler = new SendMessageHandler({ db: node.db })
+    const first = await handler.send(command('long-memory', 'first', new Date(), 'the-first-command'))
+    for (let i = 0; i < RECENT_COMMANDS + 5; i++) await handler.send(command('long-memory', `sender-${i}`))
+    const again = await handler.send(command('long-memory', 'first', new Date(), 'the-first-command'))
+    assert.deepEqual(again, { ...first, duplicate: true })
+    assert.equal(await eventCount('long-memory'), RECENT_COMMANDS + 6)
+  })
+
+  test('an old repeat inside a shared transaction splits it: the others still commit, the repeat answers as the first did', async () => {
+    const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
+    const blocker = handler.send(command('long-memory', 'blocker'))
+    const repeat = handler.send(command('long-memory', 'first', new Date(), 'the-first-command'))
+    const fresh = handler.send(command('long-memory', 'fresh'))
+    await blocker
+    assert.deepEqual(await repeat, { chatId: 'long-memory', version: 1, duplicate: true })
+    assert.equal((await fresh).duplicate, false)
+  })
+
+  test('a cold handler (restart) folds only the stream tail, and still enforces the rate over the whole window', async () => {
+    const now = new Date()
+    const warm = new SendMessageHandler({ db: node.db })
+    for (let i = 0; i < RATE_LIMIT; i++) await warm.send(command('cold', 'speedy', now))
+    // Push speedy's sends out of the last RECENT_COMMANDS events, but not out of the minute.
+    await Promise.all(Array.from({ length: RECENT_COMMANDS + 50 }, (_, i) => warm.send(command('cold', `other-${i}`, now))))
+    const cold = new SendMessageHandler({ db: node.db })
+    await assert.rejects(cold.send(command('cold', 'speedy', now)), (error: Error & { status?: number }) => error.status === 429)
+    const other = await cold.send(command('cold', 'newcomer', now))
+    assert.equal(other.version, RATE_LIMIT + RECENT_COMMANDS + 50 + 1)
+  })
+
+  test('commands for many chats arriving together share transactions and each gets its own answer', async () => {
+    const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
+    const results = await Promise.all(Array.from({ length: 60 }, (_, i) => handler.send(command(`group-${i % 6}`, `s${i}`))))
+    for (let chat = 0; chat < 6; chat++) {
+      const versions = results.filter((r) => r.chatId === `group-${chat}`).map((r) => r.version).sort((a, b) => a - b)
+      assert.deepEqual(versions, Array.from({ length: 10 }, (_, i) => i + 1))
+    }
+  })
+
+  test('one bad command in a shared transaction does not sink the others', async () => {
+    const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
+    // Occupy the only batch slot so the next commands queue up and share one transaction.
+    const blocker = handler.send(command('shared-a', 'blocker'))
+    const good = handler.send(command('shared-a', 'good'))
+    const bad = handler.send({ ...command('shared-b', 'bad'), data: { ...command('shared-b', 'bad').data, content: '' } })
+    const alsoGood = handler.send(command('shared-b', 'also-good'))
+    await blocker
+    assert.equal((await good).version, 2)
+    await assert.rejects(bad, /empty/)
+    assert.equal((await alsoGood).version, 1)
+  })
+})
+
+describe('events table', () => {
+  test('is append-only: UPDATE, DELETE and TRUNCATE are refused by the database', async () => {
+    await request(node.url).post('/chats/frozen/messages').send({ content: 'carved in stone' }).expect(201)
+    await assert.rejects(sql`update events set data = '{}' where stream_id = 'chat-frozen'`.execute(node.db), /append-only/)
+    await assert.rejects(sql`delete from events where stream_id = 'chat-frozen'`.execute(node.db), /append-only/)
+    await assert.rejects(sql`truncate events cascade`.execute(node.db), /append-only/)
+    assert.equal(await eventCount('frozen'), 1)
+  })
+
+  test('the (stream_id, stream_version) key refuses a second event at a version', async () => {
+    await request(node.url).post('/chats/unique/messages').send({ content: 'first' }).expect(201)
+    await assert.rejects(
+      sql`insert into events (stream_id, stream_version, event_id, event_type, data) values ('chat-unique', 1, gen_random_uuid(), 'MessageSent', '{}')`.execute(node.db),
+      /events_pkey/,
+    )
+  })
+})
