@@ -17,7 +17,7 @@ async function eventCount(chatId?: string): Promise<number> {
   return Number((await query.executeTakeFirstOrThrow()).n)
 }
 
-function command(chatId: string, sender: string, now = new Date(), commandId = randomUUID()): SendMessage {
+function command(chatId: string, sender: string, now = new Date(), commandId: string = randomUUID()): SendMessage {
   return { type: 'SendMessage', data: { chatId, sender, content: `hello from ${sender}`, commandId }, metadata: { now } }
 }
 

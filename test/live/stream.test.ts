@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test'
 import request from 'supertest'
 import { admin } from '../support/database.js'
 import { SseClient } from '../support/sse.js'
-import { startTestNode, type TestNode } from '../support/node.js'
+import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
 let node: TestNode
 before(async () => (node = await startTestNode()))
@@ -68,7 +68,7 @@ describe('GET /chats/:chatId/events', () => {
   test('without a cursor the stream starts at the head: live messages only', async () => {
     await postMany(node, 'head', 3)
     // "The head" is what the read side has shown; a 201 does not wait for the projection.
-    await node.projector.catchUp()
+    await waitForProjection(node, 'head', 3)
     const client = await SseClient.open(`${node.url}/chats/head/events`)
     await client.waitFor((c) => c.comments.some((line) => line.includes('after now')), 5_000, 'the opening comment')
     await post(node, 'head', 'new')
@@ -79,7 +79,7 @@ describe('GET /chats/:chatId/events', () => {
 
   test('a cursor from the future (a reset database) is clamped to the head, so new messages still arrive', async () => {
     await postMany(node, 'future', 2)
-    await node.projector.catchUp()
+    await waitForProjection(node, 'future', 2)
     const client = await SseClient.open(`${node.url}/chats/future/events`, { 'Last-Event-ID': '999' })
     await post(node, 'future', 'third')
     await client.waitForCount(1)
