@@ -31,6 +31,11 @@ export function createPool({ connectionString, max = 10, onError, applicationNam
   // Without a listener, an idle client whose backend dies emits an unhandled
   // 'error' and takes the whole process down; the pool already drops it.
   pool.on('error', (error) => onError?.(error))
+  // The pool listens only while a client is idle. A checked-out one (a
+  // transaction between two statements) whose backend dies would crash the
+  // process too. Nothing to report here: its current or next query fails with
+  // the error, and the pool drops it on release.
+  pool.on('connect', (client) => client.on('error', () => {}))
   return pool
 }
 
