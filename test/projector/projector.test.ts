@@ -37,6 +37,21 @@ async function eventCount(): Promise<number> {
   return Number((await db.selectFrom('events').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()).n)
 }
 
+/**
+ * catchUp projects what lies below the snapshot's xmin, and that horizon is
+ * cluster-wide: a transaction open anywhere on the server (another test file
+ * creating its database) holds it back a moment. Wait for the log, bounded.
+ */
+async function catchUpWithLog(projector: Projector, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    await projector.catchUp()
+    const projected = Number((await db.selectFrom('messages').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()).n)
+    if (projected >= (await eventCount()) || Date.now() > deadline) return
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 describe('messages projector', () => {
   test('stopping and restarting it mid-stream leaves the read model equal to a full replay', async () => {
     const handler = new SendMessageHandler({ db })
@@ -48,7 +63,7 @@ describe('messages projector', () => {
       projector = new Projector({ db, projection: messagesProjection, batchSize: 7 })
       await projector.start()
     }
-    await projector.catchUp()
+    await catchUpWithLog(projector)
     await projector.stop()
     const live = await readModel()
     assert.equal(live.messages.length, await eventCount())
@@ -63,7 +78,7 @@ describe('messages projector', () => {
     const two = new Projector({ db, projection: messagesProjection, batchSize: 5, pollIntervalMs: 5 })
     await Promise.all([one.start(), two.start()])
     await Promise.all(Array.from({ length: 300 }, (_, i) => send(handler, `pair-${i % 4}`, i)))
-    await one.catchUp()
+    await catchUpWithLog(one)
     await Promise.all([one.stop(), two.stop()])
     const live = await readModel()
     assert.equal(live.messages.length, await eventCount())
@@ -119,7 +134,7 @@ describe('messages projector', () => {
     const writing = Promise.all(Array.from({ length: 200 }, (_, i) => send(handler, `rebuild-${i % 5}`, i)))
     const rebuilt = await new Projector({ db, projection: messagesProjection }).rebuild()
     await writing
-    await live.catchUp()
+    await catchUpWithLog(live)
     await live.stop()
     assert.ok(rebuilt > 0)
     const { messages } = await readModel()
