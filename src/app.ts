@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import cookieParser from 'cookie-parser'
 import express, { type Request } from 'express'
@@ -11,6 +11,8 @@ import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
 import { session } from './http/session.js'
 import { renderView, VIEWS_DIR } from './http/views.js'
+import { requestLogger, SILENT_LOGGER, type Logger } from './ops/logger.js'
+import { dashboardRoutes, probeRoutes, type OpsRoutesDeps } from './ops/routes.js'
 
 export interface AppDeps {
   db: DB
@@ -24,6 +26,12 @@ export interface AppDeps {
   trustProxy?: boolean | string | number
   clock?: () => Date
   onError?: (error: unknown, req: Request) => void
+  /** One line per request, with its request id; unset: nothing is logged. */
+  logger?: Logger
+  /** Metrics, readiness and the dashboard; unset: /metrics, /readyz and /dashboard are absent. */
+  ops?: Pick<OpsRoutesDeps, 'metrics' | 'sampler' | 'readiness'>
+  /** Set: /dashboard and /metrics need it (see ops/routes.ts). Unset: they are public. */
+  dashboardToken?: string
 }
 
 /** Request bodies above this are refused with 413 (a message is at most 4000 characters). */
@@ -49,11 +57,11 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('view engine', 'ejs')
   app.engine('ejs', renderView)
 
+  if (deps.ops) app.use(deps.ops.metrics.requestTimer())
+  app.use(requestLogger(deps.logger ?? SILENT_LOGGER))
   app.use((req, res, next) => {
     res.locals.nonce = randomBytes(16).toString('base64url')
-    const incoming = req.get('x-request-id')
-    res.locals.requestId = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID()
-    res.set('X-Request-Id', res.locals.requestId)
+    res.locals.requestId = String(req.id)
     next()
   })
   app.use(
@@ -84,12 +92,17 @@ export function createApp(deps: AppDeps): express.Express {
   app.use('/htmx', express.static(HTMX_DIR, { maxAge: '1y', immutable: true }))
   app.get('/healthz', (_req, res) => void res.type('text').send('ok\n'))
 
+  const ops: OpsRoutesDeps | undefined = deps.ops && { ...deps.ops, dashboardToken: deps.dashboardToken, secureCookies: deps.secureCookies ?? 'auto' }
+
   app.use(cookieParser(deps.sessionSecret))
+  // Before sessions: probes and scrapers get no session cookie.
+  if (ops) app.use(probeRoutes(ops))
   app.use(session({ secure: deps.secureCookies ?? 'auto' }))
   app.use(crossOriginProtection())
   app.use(express.json({ limit: BODY_LIMIT }))
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
+  if (ops) app.use(dashboardRoutes(ops))
   app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, hub: deps.hub, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))

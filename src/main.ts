@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { startEmbeddedPostgres } from './db/embedded.js'
+import { createLogger } from './ops/logger.js'
 import { startNode } from './server.js'
 
 /**
@@ -11,14 +12,32 @@ import { startNode } from './server.js'
  *   DATABASE_URL    PostgreSQL to use; unset: an embedded server with its data in DATA_DIR
  *   SESSION_SECRET  signs session cookies; unset: generated once and kept in DATA_DIR
  *   DATA_DIR        where the embedded database and generated secret live (default .data)
+ *   DASHBOARD_TOKEN guards /dashboard and /metrics; unset: they are public
+ *   LOG_LEVEL       pino level (default info); JSON lines, pretty in a terminal unless NODE_ENV=production
+ *   READY_MAX_LAG_SECONDS, READY_MAX_LAG_EVENTS   projector lag past which /readyz answers 503 (default 30 s, 50000 events)
  */
 const env = process.env
 const port = Number(env.PORT ?? 3000)
 const dataDir = resolve(env.DATA_DIR ?? '.data')
+/** Past this, a stop that has not finished is cut (an orchestrator's SIGKILL typically follows at 10 s). */
+const STOP_DEADLINE_MS = 9_000
+
+const logger = createLogger({
+  level: env.LOG_LEVEL ?? 'info',
+  pretty: Boolean(process.stdout.isTTY) && env.NODE_ENV !== 'production',
+})
 
 function log(level: 'info' | 'warn' | 'error', message: string, error?: unknown): void {
-  const line = error ? `${message}: ${error instanceof Error ? error.stack ?? error.message : String(error)}` : message
-  ;(level === 'info' ? console.log : console.error)(`[${level}] ${line}`)
+  if (error === undefined) logger[level](message)
+  else logger[level]({ err: error }, message)
+}
+
+function numberFromEnv(name: string): number | undefined {
+  const value = env[name]
+  if (value === undefined || value === '') return undefined
+  const parsed = Number(value)
+  if (!Number.isFinite(parsed) || parsed < 0) throw new Error(`${name} must be a non-negative number, not "${value}"`)
+  return parsed
 }
 
 async function sessionSecret(): Promise<string> {
@@ -33,35 +52,53 @@ async function sessionSecret(): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const embedded = env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log: (line) => log('info', line) })
+  const readiness = { maxLagSeconds: numberFromEnv('READY_MAX_LAG_SECONDS'), maxLagEvents: numberFromEnv('READY_MAX_LAG_EVENTS') }
+  const embeddedLog = logger.child({ component: 'embedded-postgres' })
+  const embedded = env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log: (line) => embeddedLog.info(line) })
   const databaseUrl = env.DATABASE_URL ?? embedded!.url
   const node = await startNode({
     databaseUrl,
     sessionSecret: await sessionSecret(),
     port,
     trustProxy: env.TRUST_PROXY,
-    log,
+    logger,
+    dashboardToken: env.DASHBOARD_TOKEN || undefined,
+    readiness,
   })
-  log('info', `Live Tea listening on http://localhost:${port} (database: ${env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'})`)
+  const listening = `http://localhost:${new URL(node.url).port}`
+  logger.info(
+    { url: listening, database: env.DATABASE_URL ? 'DATABASE_URL' : 'embedded', dashboard: env.DASHBOARD_TOKEN ? 'token' : 'public' },
+    `Live Tea listening on ${listening}`,
+  )
 
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return
     stopping = true
-    log('info', `${signal}: finishing in-flight work`)
-    // Never hang: whatever is left after 9 s is cut so we exit within 10 s.
+    logger.info({ signal }, `${signal}: closing streams, finishing in-flight work`)
+    // Never hang: a stop that is not done by the deadline is cut, and says so with its exit code.
     setTimeout(() => {
-      log('warn', 'graceful stop took too long; exiting')
-      process.exit(0)
-    }, 9_000).unref()
-    await node.stop()
-    await embedded?.stop()
+      log('error', `graceful stop did not finish within ${STOP_DEADLINE_MS} ms; exiting anyway`)
+      process.exit(1)
+    }, STOP_DEADLINE_MS).unref()
+    try {
+      await node.stop()
+      await embedded?.stop()
+    } catch (error) {
+      log('error', 'graceful stop failed', error)
+      process.exit(1)
+    }
     log('info', 'stopped')
     process.exit(0)
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))
 }
+
+process.on('uncaughtException', (error) => {
+  log('error', 'uncaught exception; exiting', error)
+  process.exit(1)
+})
 
 main().catch((error) => {
   log('error', 'failed to start', error)

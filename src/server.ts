@@ -11,6 +11,11 @@ import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
 import { messageRenderer } from './http/views.js'
 import { Hub } from './live/hub.js'
+import { dashboardRenderer } from './ops/dashboard-renderer.js'
+import { SILENT_LOGGER, type Logger } from './ops/logger.js'
+import { NodeMetrics } from './ops/metrics.js'
+import { checkReadiness, DEFAULT_READINESS, type ReadinessLimits } from './ops/readiness.js'
+import { DashboardSampler } from './ops/sampler.js'
 import { Projector } from './projector/projector.js'
 
 export const EVENTS_CHANNEL = 'events'
@@ -23,7 +28,14 @@ export interface NodeProps {
   poolSize?: number
   maxSubscribers?: number
   trustProxy?: boolean | string | number
+  /** Structured logs (requests, with their ids, and everything `log` says); unset: silent. */
+  logger?: Logger
+  /** Overrides where the node's own messages go; unset: to `logger`. */
   log?: (level: 'info' | 'warn' | 'error', message: string, error?: unknown) => void
+  /** Set: /dashboard and /metrics need it. */
+  dashboardToken?: string
+  /** When /readyz says "not ready" (projector lag, database answer time). */
+  readiness?: Partial<ReadinessLimits>
 }
 
 export interface AppNode {
@@ -35,6 +47,8 @@ export interface AppNode {
   projector: Projector
   listener: Listener
   sendMessage: SendMessageHandler
+  metrics: NodeMetrics
+  sampler: DashboardSampler
   /** Graceful stop: refuse new work, end streams with a retry hint, finish commands, close the pool. */
   stop(): Promise<void>
 }
@@ -45,7 +59,9 @@ export interface AppNode {
  * main.ts's job), so tests start real nodes with it too.
  */
 export async function startNode(props: NodeProps): Promise<AppNode> {
-  const log = props.log ?? (() => {})
+  const logger = props.logger ?? SILENT_LOGGER
+  const log = props.log ?? ((level, message, error) => (error === undefined ? logger[level](message) : logger[level]({ err: error }, message)))
+  const metrics = new NodeMetrics()
   const pool = createPool({ connectionString: props.databaseUrl, max: props.poolSize ?? 20, onError: (error) => log('warn', 'idle database client failed', error) })
   const db = createDb(pool)
   await migrateToLatest(db)
@@ -55,21 +71,27 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     render: messageRenderer(),
     maxSubscribers: props.maxSubscribers,
     onError: (error) => log('error', 'live hub', error),
+    onPushed: metrics.pushed,
   })
   const projector = new Projector({
     db,
     projection: messagesProjection,
     // This node's own subscribers get new messages without waiting for the NOTIFY round trip.
-    onProjected: (events) => hub.offer(events.map(toMessage).filter((message): message is Message => message !== undefined)),
+    onProjected: (events, durationMs) => {
+      metrics.batchProjected(events, durationMs)
+      hub.offer(events.map(toMessage).filter((message): message is Message => message !== undefined))
+    },
     onError: (error) => log('error', 'projector', error),
   })
   const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error))
   const sendMessage = new SendMessageHandler({
     db,
-    onAppended: () => {
+    onAppended: (events) => {
+      metrics.eventsAppended(events)
       projector.wake()
       notifyEvents.hint()
     },
+    onOutcome: metrics.commandOutcome,
   })
 
   const listener = new Listener({
@@ -90,7 +112,37 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   await listener.start()
   await projector.start()
 
-  const app = createApp({ db, sendMessage, hub, sessionSecret: props.sessionSecret, trustProxy: props.trustProxy, onError: (error) => log('error', 'request failed', error) })
+  const sampler = new DashboardSampler({
+    db,
+    hub,
+    projection: projector.name,
+    commandLatency: metrics.commandLatency,
+    render: dashboardRenderer(),
+    onError: (error) => log('warn', 'dashboard sampler could not read the database', error),
+  })
+  sampler.start()
+  metrics.watch({ pool, hub, projector, listener, sampler })
+  const readinessLimits: ReadinessLimits = {
+    maxLagSeconds: props.readiness?.maxLagSeconds ?? DEFAULT_READINESS.maxLagSeconds,
+    maxLagEvents: props.readiness?.maxLagEvents ?? DEFAULT_READINESS.maxLagEvents,
+    timeoutMs: props.readiness?.timeoutMs ?? DEFAULT_READINESS.timeoutMs,
+  }
+
+  const app = createApp({
+    db,
+    sendMessage,
+    hub,
+    sessionSecret: props.sessionSecret,
+    trustProxy: props.trustProxy,
+    logger,
+    ops: { metrics, sampler, readiness: () => checkReadiness(db, projector.name, readinessLimits) },
+    dashboardToken: props.dashboardToken,
+    // pino-http writes the failure, with the request id, on the request's own log line.
+    onError: (error, req) => {
+      if (req.res) req.res.err = error instanceof Error ? error : new Error(String(error))
+      props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
+    },
+  })
   const server = createServer(app)
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = 10_000
@@ -108,9 +160,11 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     (stopping ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       hub.close()
+      sampler.close()
       server.closeIdleConnections()
       await sendMessage.drained()
       await projector.stop()
+      await sampler.stop()
       await listener.stop()
       // Streams were ended; anything still open after a grace period is cut.
       const grace = setTimeout(() => server.closeAllConnections(), 3_000)
@@ -119,5 +173,5 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await pool.end()
     })())
 
-  return { server, url, pool, db, hub, projector, listener, sendMessage, stop }
+  return { server, url, pool, db, hub, projector, listener, sendMessage, metrics, sampler, stop }
 }

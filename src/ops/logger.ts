@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto'
+import { createRequire } from 'node:module'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pino, type Logger, type LoggerOptions } from 'pino'
+import { pinoHttp } from 'pino-http'
+
+export type { Logger } from 'pino'
+
+export interface LoggerProps {
+  level?: string
+  /** Human-readable lines (pino-pretty) instead of JSON: for a developer's terminal, never for production. */
+  pretty?: boolean
+  /** Where JSON lines go (default stdout); tests pass a stream to read them. */
+  destination?: pino.DestinationStream
+}
+
+/** Query parameters whose values never reach a log line. */
+const SECRET_PARAMS = ['token']
+const REQUEST_ID = /^[\w.-]{1,64}$/
+const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
+
+/** A logger that writes nothing: what a node uses when it is given none (tests stay quiet). */
+export const SILENT_LOGGER: Logger = pino({ level: 'silent' })
+
+export function createLogger({ level = 'info', pretty = false, destination }: LoggerProps = {}): Logger {
+  const options: LoggerOptions = { level }
+  if (pretty && !destination && canPrettyPrint()) {
+    return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } })
+  }
+  return destination ? pino(options, destination) : pino(options)
+}
+
+/** pino-pretty is a development dependency: an image installed with --omit=dev logs JSON even in a terminal. */
+function canPrettyPrint(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('pino-pretty')
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Express middleware: one log line per finished request, and the request
+ * id. The id is the only one the app has: pino-http binds it to every line
+ * logged through req.log, the response carries it as X-Request-Id, and the
+ * routes put it in command metadata, so it ends up on the events too. A
+ * well-formed incoming X-Request-Id (from a proxy) is kept.
+ *
+ * Lines carry method, URL (secrets removed), status and time, never
+ * headers: cookies and Authorization stay out of the logs.
+ */
+export function requestLogger(logger: Logger) {
+  return pinoHttp({
+    logger,
+    quietReqLogger: true,
+    genReqId: (req: IncomingMessage, res: ServerResponse) => {
+      const incoming = req.headers['x-request-id']
+      const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+      res.setHeader('X-Request-Id', id)
+      return id
+    },
+    serializers: {
+      // The id is on every line already, as reqId.
+      req: (req: { method: string; url: string; remoteAddress?: string }) => ({
+        method: req.method,
+        url: withoutSecrets(req.url),
+        remoteAddress: req.remoteAddress,
+      }),
+      res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+    },
+    // Probes and scrapes arrive every few seconds: visible at debug level, and whenever they fail.
+    customLogLevel: (req, res, error) => {
+      if (error || res.statusCode >= 500) return 'error'
+      if (QUIET_PATHS.has(urlOf(req).split('?')[0]!) && res.statusCode < 400) return 'debug'
+      return 'info'
+    },
+    customSuccessMessage: (req, res, ms) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} ${ms} ms`,
+    customErrorMessage: (req, res, error) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`,
+  })
+}
+
+/** Express rewrites req.url inside mounted routers; the original is what was asked for. */
+function urlOf(req: IncomingMessage): string {
+  return (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? ''
+}
+
+/** The URL with the values of secret query parameters replaced. */
+export function withoutSecrets(url: string): string {
+  if (!url.includes('?')) return url
+  const parsed = new URL(url, 'http://local')
+  let changed = false
+  for (const name of SECRET_PARAMS) {
+    if (parsed.searchParams.has(name)) {
+      parsed.searchParams.set(name, 'REDACTED')
+      changed = true
+    }
+  }
+  return changed ? parsed.pathname + parsed.search : url
+}

@@ -1,0 +1,46 @@
+import type { DB } from '../db/database.js'
+import { readProjectorLag, type ProjectorLag } from './figures.js'
+
+export interface ReadinessLimits {
+  /** Not ready when the oldest unprojected event is older than this. */
+  maxLagSeconds: number
+  /** Not ready when more events than this wait for the projector. */
+  maxLagEvents: number
+  /** Not ready when the database takes longer than this to answer. */
+  timeoutMs: number
+}
+
+export const DEFAULT_READINESS: ReadinessLimits = { maxLagSeconds: 30, maxLagEvents: 50_000, timeoutMs: 2_000 }
+
+export interface Readiness {
+  ready: boolean
+  /** Why not, in words an operator can act on; empty when ready. */
+  reasons: string[]
+  lag: ProjectorLag | undefined
+}
+
+/**
+ * Ready means: the database answers, and the read model is fresh enough to
+ * serve. Lag is read live from the database (one checkpoint-relative query),
+ * so it holds whichever node's projector is doing the work.
+ */
+export async function checkReadiness(db: DB, projection: string, limits: ReadinessLimits): Promise<Readiness> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${limits.timeoutMs} ms`)), limits.timeoutMs)
+  })
+  let lag: ProjectorLag
+  try {
+    lag = await Promise.race([readProjectorLag(db, projection), timeout])
+  } catch (error) {
+    return { ready: false, reasons: [`database unreachable: ${error instanceof Error ? error.message : String(error)}`], lag: undefined }
+  } finally {
+    clearTimeout(timer)
+  }
+  const reasons: string[] = []
+  if (lag.events > limits.maxLagEvents) reasons.push(`projector "${projection}" is ${lag.events} events behind (limit ${limits.maxLagEvents})`)
+  if (lag.seconds > limits.maxLagSeconds) {
+    reasons.push(`projector "${projection}" is ${lag.seconds.toFixed(1)} s behind: its oldest unprojected event is that old (limit ${limits.maxLagSeconds} s)`)
+  }
+  return { ready: reasons.length === 0, reasons, lag }
+}

@@ -1,0 +1,119 @@
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { Router, type NextFunction, type Request, type Response } from 'express'
+import { describeError, HttpError } from '../http/errors.js'
+import type { NodeMetrics } from './metrics.js'
+import type { Readiness } from './readiness.js'
+import type { DashboardSampler } from './sampler.js'
+
+export interface OpsRoutesDeps {
+  metrics: NodeMetrics
+  sampler: DashboardSampler
+  readiness: () => Promise<Readiness>
+  /** Unset: /dashboard and /metrics are public (local use). Set: they need it once, then a cookie. */
+  dashboardToken: string | undefined
+  secureCookies: 'auto' | boolean
+}
+
+export const OPS_COOKIE = 'live_tea_ops'
+const COOKIE_MAX_AGE_MS = 12 * 3600 * 1000
+/** The reconnect delay offered to dashboards, with the first figures (htmx reads `retry:` only on a message with data). */
+const DASHBOARD_RETRY_MS = 2000
+
+/** /readyz and /metrics: for probes and scrapers, mounted before sessions so they never get a session cookie. */
+export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies }: OpsRoutesDeps): Router {
+  const router = Router()
+
+  router.get('/readyz', async (_req, res) => {
+    const { ready, reasons, lag } = await readiness()
+    res.set('Cache-Control', 'no-store').type('text')
+    if (!ready) return void res.status(503).send(`not ready: ${reasons.join('; ')}\n`)
+    res.send(`ready: database answers; projector ${lag!.events} events, ${lag!.seconds.toFixed(1)} s behind\n`)
+  })
+
+  router.get('/metrics', operatorOnly(dashboardToken, secureCookies), async (_req, res) => {
+    res.set('Cache-Control', 'no-store').set('Content-Type', metrics.contentType).send(await metrics.text())
+  })
+
+  // Probes read text, and the HTML error page needs the session these routes run without.
+  router.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const described = describeError(error)
+    if (described.status >= 500) res.err = error instanceof Error ? error : new Error(String(error))
+    res.status(described.status).set(described.headers).type('text').send(`${described.message}\n`)
+  })
+
+  return router
+}
+
+/** The live operations page and its stream. */
+export function dashboardRoutes({ sampler, dashboardToken, secureCookies }: OpsRoutesDeps): Router {
+  const router = Router()
+  const guard = operatorOnly(dashboardToken, secureCookies)
+
+  router.get('/dashboard', guard, (_req, res) => {
+    res.set('Cache-Control', 'no-store').render('dashboard', { title: 'Operations', figures: sampler.html })
+  })
+
+  router.get('/dashboard/stream', guard, (req, res) => {
+    if (sampler.full) throw new HttpError(503, 'Too many dashboards open on this server; try again shortly.', { 'Retry-After': '5' })
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+    })
+    res.write(`retry: ${DASHBOARD_RETRY_MS}\n`)
+    req.socket.setNoDelay(true)
+    sampler.subscribe(res)
+  })
+
+  return router
+}
+
+/**
+ * With no token configured, everyone passes. With one, a request passes
+ * with `Authorization: Bearer <token>` (Prometheus, curl), with
+ * `?token=<token>` once (a browser), or with the cookie either of those set.
+ * A `?token=` page visit is redirected to the same address without it, so
+ * the token does not stay in the address bar or the browser history.
+ *
+ * The cookie holds an HMAC of a fixed text keyed by the token, not the token:
+ * it reveals nothing, and changing DASHBOARD_TOKEN invalidates every cookie.
+ */
+export function operatorOnly(token: string | undefined, secureCookies: 'auto' | boolean) {
+  const expectedCookie = token === undefined ? undefined : cookieValueFor(token)
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (token === undefined) return next()
+    const cookie = req.cookies?.[OPS_COOKIE]
+    if (typeof cookie === 'string' && sameSecret(cookie, expectedCookie!)) return next()
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1]
+    const query = typeof req.query.token === 'string' ? req.query.token : undefined
+    const presented = bearer ?? query
+    if (presented === undefined || !sameSecret(presented, token)) {
+      res.set('WWW-Authenticate', 'Bearer realm="live-tea operations"')
+      return next(new HttpError(401, 'This page is for operators: open it once with ?token=<DASHBOARD_TOKEN>, or send Authorization: Bearer <DASHBOARD_TOKEN>.'))
+    }
+    res.cookie(OPS_COOKIE, expectedCookie, {
+      httpOnly: true,
+      sameSite: 'lax',
+      secure: secureCookies === 'auto' ? req.secure : secureCookies,
+      maxAge: COOKIE_MAX_AGE_MS,
+      path: '/',
+    })
+    if (bearer === undefined && req.method === 'GET') {
+      const url = new URL(req.originalUrl, 'http://local')
+      url.searchParams.delete('token')
+      return res.redirect(303, url.pathname + url.search)
+    }
+    next()
+  }
+}
+
+function cookieValueFor(token: string): string {
+  return createHmac('sha256', token).update('live-tea operations cookie v1').digest('base64url')
+}
+
+/** Constant-time comparison whatever the lengths: compares digests. */
+function sameSecret(presented: string, expected: string): boolean {
+  const digest = (text: string) => createHash('sha256').update(text).digest()
+  return timingSafeEqual(digest(presented), digest(expected))
+}
