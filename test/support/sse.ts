@@ -13,6 +13,8 @@ export class SseClient {
   readonly messages: SseMessage[] = []
   readonly comments: string[] = []
   status = 0
+  /** Every `retry:` reconnect hint the server sent, in milliseconds. */
+  readonly retries: number[] = []
   headers: http.IncomingHttpHeaders = {}
   ended: Promise<void>
   private request!: http.ClientRequest
@@ -58,6 +60,7 @@ export class SseClient {
               data.push(value)
               hasData = true
             } else if (field === 'id') id = value
+            else if (field === 'retry' && /^\d+$/.test(value)) client.retries.push(Number(value))
           }
           client.wake()
         })
