@@ -9,7 +9,7 @@ export interface ProjectorLag {
 }
 
 /** Up to this many events behind, the lag is counted exactly; beyond, it is estimated from positions. */
-export const LAG_COUNT_LIMIT = 100_000
+export const LAG_COUNT_LIMIT = 10_000
 
 /**
  * How far a projection is behind the log, read from its checkpoint and the

@@ -6,6 +6,7 @@ import type { Listener } from '../db/listener.js'
 import type { StoredEvent } from '../event-store/event-store.js'
 import type { Hub } from '../live/hub.js'
 import type { LoggedEvent, Projector } from '../projector/projector.js'
+import { LAG_COUNT_LIMIT } from './figures.js'
 import { LatencyWindow } from './latency-window.js'
 import type { DashboardSampler } from './sampler.js'
 
@@ -127,7 +128,7 @@ export class NodeMetrics {
     })
     new Gauge({
       name: 'live_tea_projector_lag_events',
-      help: 'Committed events not yet in the read model (counted exactly up to 100000, estimated above). NaN when the database could not be read.',
+      help: `Committed events not yet in the read model (counted exactly up to ${LAG_COUNT_LIMIT}, estimated from positions above). NaN when the database could not be read.`,
       registers: own,
       collect() {
         this.set(sources()?.sampler.current?.lagEvents ?? Number.NaN)
