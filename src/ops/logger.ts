@@ -25,7 +25,9 @@ export const SILENT_LOGGER: Logger = pino({ level: 'silent' })
 export function createLogger({ level = 'info', pretty = false, destination }: LoggerProps = {}): Logger {
   const options: LoggerOptions = { level }
   if (pretty && !destination && canPrettyPrint()) {
-    return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } })
+    // A request's message already says method, URL, status and time; the JSON keeps them as fields.
+    const ignore = 'pid,hostname,req,res,responseTime'
+    return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore } } })
   }
   return destination ? pino(options, destination) : pino(options)
 }
