@@ -21,8 +21,8 @@ export function sparkline(values: (number | undefined)[], { width = 120, height 
   const step = span > 1 ? width / (span - 1) : 0
   const offset = span - values.length
   const pad = 1.5
-  const runs: string[][] = []
-  let run: string[] = []
+  const runs: [string, string][][] = []
+  let run: [string, string][] = []
   values.forEach((value, index) => {
     if (value === undefined || !Number.isFinite(value)) {
       if (run.length > 0) runs.push(run)
@@ -31,11 +31,12 @@ export function sparkline(values: (number | undefined)[], { width = 120, height 
     }
     const x = span > 1 ? (offset + index) * step : width
     const y = height - pad - (Math.max(0, value) / max) * (height - 2 * pad)
-    run.push(`${round(x)},${round(y)}`)
+    run.push([round(x), round(y)])
   })
   if (run.length > 0) runs.push(run)
+  // A lone value has no neighbour to draw a line to: a dot keeps it visible.
   const lines = runs
-    .map((points) => (points.length === 1 ? `<circle cx="${points[0]!.split(',')[0]}" cy="${points[0]!.split(',')[1]}" r="1.5"/>` : `<polyline points="${points.join(' ')}"/>`))
+    .map((points) => (points.length === 1 ? `<circle cx="${points[0]![0]}" cy="${points[0]![1]}" r="1.5"/>` : `<polyline points="${points.map((p) => p.join(',')).join(' ')}"/>`))
     .join('')
   const safeLabel = label.replace(/[&<>"']/g, (c) => ESCAPES[c]!)
   return `<svg class="sparkline" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" role="img" aria-label="${safeLabel}" preserveAspectRatio="none">${lines}</svg>`
