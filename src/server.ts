@@ -23,6 +23,8 @@ export interface NodeProps {
   poolSize?: number
   maxSubscribers?: number
   trustProxy?: boolean | string | number
+  /** How long a client may take to send its request headers (slowloris guard). */
+  headersTimeoutMs?: number
   log?: (level: 'info' | 'warn' | 'error', message: string, error?: unknown) => void
 }
 
@@ -93,8 +95,8 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const app = createApp({ db, sendMessage, hub, sessionSecret: props.sessionSecret, trustProxy: props.trustProxy, onError: (error) => log('error', 'request failed', error) })
   const server = createServer(app)
   // Slow clients cannot pin the server: bounded time to send headers and a request.
-  server.headersTimeout = 10_000
-  server.requestTimeout = 30_000
+  server.headersTimeout = props.headersTimeoutMs ?? 10_000
+  server.requestTimeout = Math.max(30_000, server.headersTimeout)
   server.keepAliveTimeout = 5_000
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

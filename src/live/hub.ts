@@ -41,6 +41,7 @@ export class HubFullError extends HttpError {
 }
 
 const CATCH_UP_BATCH = 500
+const FETCH_RETRY_MS = 250
 
 /**
  * Per-chat fan-out of new messages to Server-Sent Events streams.
@@ -110,8 +111,7 @@ export class Hub {
       }
       await this.catchUp(chat, subscriber)
     } catch (error) {
-      this.onError(error)
-      res.end()
+      this.drop(chat, subscriber, error)
     }
   }
 
@@ -199,8 +199,27 @@ export class Hub {
       } while (chat.fetchAgain && this.chats.get(chat.chatId) === chat)
     }
     pass()
-      .catch(this.onError)
-      .finally(() => (chat.fetching = false))
+      .then(
+        () => (chat.fetching = false),
+        (error) => {
+          // The database may be briefly unreachable: retry, or a message
+          // projected meanwhile would wait for the next one to be delivered.
+          this.onError(error)
+          chat.fetching = false
+          if (this.chats.get(chat.chatId) === chat) setTimeout(() => this.fetchNew(chat), FETCH_RETRY_MS).unref()
+        },
+      )
+  }
+
+  /**
+   * Ends a subscriber whose backlog could not be read (the database is down):
+   * the client reconnects with Last-Event-ID and resumes where it was, rather
+   * than sitting on a stream that skips it.
+   */
+  private drop(chat: ChatChannel, subscriber: Subscriber, error: unknown): void {
+    this.onError(error)
+    this.unsubscribe(chat, subscriber)
+    subscriber.res.end()
   }
 
   /** Writes an unbroken run starting at chat.head + 1, rendering each message once. */
@@ -215,7 +234,7 @@ export class Hub {
         if (subscriber.catchingUp || message.version <= subscriber.sent) continue
         if (message.version !== subscriber.sent + 1) {
           // Behind the broadcast (cannot happen while the invariants hold): read the backlog instead of skipping.
-          this.catchUp(chat, subscriber).catch(this.onError)
+          this.catchUp(chat, subscriber).catch((error) => this.drop(chat, subscriber, error))
           continue
         }
         this.write(chat, subscriber, frame)
