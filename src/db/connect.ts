@@ -31,6 +31,12 @@ export function createPool({ connectionString, max = 10, onError, applicationNam
   // Without a listener, an idle client whose backend dies emits an unhandled
   // 'error' and takes the whole process down; the pool already drops it.
   pool.on('error', (error) => onError?.(error))
+  // pg-pool listens only while a client is idle. A connection that dies
+  // mid-query (a restarted server, a cut network) also emits 'error' on the
+  // checked-out client: the query itself already rejects with it, and the
+  // pool discards the broken client on release, so swallowing it here is
+  // what keeps the process alive.
+  pool.on('connect', (client) => client.on('error', () => {}))
   return pool
 }
 
