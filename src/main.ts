@@ -11,6 +11,9 @@ import { startNode } from './server.js'
  *   DATABASE_URL    PostgreSQL to use; unset: an embedded server with its data in DATA_DIR
  *   SESSION_SECRET  signs session cookies; unset: generated once and kept in DATA_DIR
  *   DATA_DIR        where the embedded database and generated secret live (default .data)
+ *   POSTS_PER_MINUTE_PER_ADDRESS  posts allowed per client address per minute (default 600; 0: off)
+ *   MAX_SUBSCRIBERS live streams per process (default 10000)
+ *   TRUST_PROXY     Express "trust proxy" (behind a TLS-terminating proxy)
  */
 const env = process.env
 const port = Number(env.PORT ?? 3000)
@@ -40,6 +43,8 @@ async function main(): Promise<void> {
     sessionSecret: await sessionSecret(),
     port,
     trustProxy: env.TRUST_PROXY,
+    postsPerMinutePerAddress: Number(env.POSTS_PER_MINUTE_PER_ADDRESS ?? 600),
+    maxSubscribers: Number(env.MAX_SUBSCRIBERS ?? 10_000),
     log,
   })
   log('info', `Live Tea listening on http://localhost:${port} (database: ${env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'})`)

@@ -23,6 +23,8 @@ export interface NodeProps {
   poolSize?: number
   maxSubscribers?: number
   trustProxy?: boolean | string | number
+  /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
+  postsPerMinutePerAddress?: number
   /** How long a client may take to send its request headers (slowloris guard). */
   headersTimeoutMs?: number
   log?: (level: 'info' | 'warn' | 'error', message: string, error?: unknown) => void
@@ -92,7 +94,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   await listener.start()
   await projector.start()
 
-  const app = createApp({ db, sendMessage, hub, sessionSecret: props.sessionSecret, trustProxy: props.trustProxy, onError: (error) => log('error', 'request failed', error) })
+  const app = createApp({ db, sendMessage, hub, sessionSecret: props.sessionSecret, trustProxy: props.trustProxy, postsPerMinutePerAddress: props.postsPerMinutePerAddress, onError: (error) => log('error', 'request failed', error) })
   const server = createServer(app)
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000

@@ -42,7 +42,7 @@ test('while the database is away commands answer 503 with a clear message; after
     for (;;) {
       const res = await post('outage', commandId, `message ${i}`).catch(() => undefined)
       if (res?.status === 201) {
-        acknowledged.set(commandId, (await res.json()).version)
+        acknowledged.set(commandId, ((await res.json()) as { version: number }).version)
         return 201
       }
       if (!retryUntilAccepted) return res?.status ?? 0
@@ -55,7 +55,7 @@ test('while the database is away commands answer 503 with a clear message; after
 
   const res = await post('outage', randomUUID(), 'nobody hears this')
   assert.equal(res.status, 503)
-  assert.match((await res.json()).error, /database is unreachable/)
+  assert.match(((await res.json()) as { error: string }).error, /database is unreachable/)
   assert.ok(res.headers.get('retry-after'))
 
   // Messages sent during the outage keep retrying; the database comes back under them.

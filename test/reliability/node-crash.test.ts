@@ -40,7 +40,7 @@ test('a node killed with SIGKILL mid-load: the other goes on, nothing acknowledg
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ content, commandId }),
       }).catch(() => undefined)
-      if (res?.status === 201) return void acknowledged.set(commandId, (await res.json()).version)
+      if (res?.status === 201) return void acknowledged.set(commandId, ((await res.json()) as { version: number }).version)
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
