@@ -31,7 +31,7 @@ export async function startProcessNode(databaseUrl: string, port?: number): Prom
   port ??= await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), SESSION_SECRET, NODE_ENV: 'test' },
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), SESSION_SECRET, NODE_ENV: 'test', POSTS_PER_MINUTE_PER_ADDRESS: '0' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''
