@@ -6,7 +6,7 @@ import { parseName, setSession } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
 import { dataFrame, HubFullError, type Hub, type StreamFrames } from '../live/hub.js'
 import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
-import { messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import { headVersion, messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
 import type { SendMessageHandler } from './send-message.js'
 
 export interface ChatRoutesDeps {
@@ -69,6 +69,7 @@ export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatR
       const { version } = await sendMessage.send(command)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return res.render('partials/_composer', { chatId, composer: freshComposer() })
+      await untilProjected(db, chatId, version)
       res.redirect(303, `/chats/${chatId}`)
     } catch (error) {
       if (!(error instanceof Rejection) || wantsJson(req) || !CHAT_ID_PATTERN.test(chatId)) return next(error)
@@ -139,6 +140,22 @@ function connectionFrames(): StreamFrames {
   return {
     heartbeat: dataFrame(render({ state: 'live', oob: true })),
     farewell: dataFrame(render({ state: 'reconnecting', oob: true })),
+  }
+}
+
+const PROJECTION_WAIT_MS = 3_000
+
+/**
+ * Read-your-writes for a plain form post. Its 303 leads to a page rendered
+ * from the read model, which the projector fills milliseconds after the
+ * append; a page without JavaScript has no stream to bring the message later.
+ * So wait, bounded, until the message is projected. Past the bound the message
+ * is still safe in the log and shows on the next load.
+ */
+async function untilProjected(db: DB, chatId: string, version: number): Promise<void> {
+  const deadline = Date.now() + PROJECTION_WAIT_MS
+  while ((await headVersion(db, chatId)) < version && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
 
