@@ -291,3 +291,37 @@ describe('with JavaScript switched off', () => {
     assertNoProblems(bob)
   })
 })
+
+describe('the connection state', () => {
+  test('a page that cannot connect at first (a full node) says "Connecting…", keeps trying, and goes live when there is room', async () => {
+    const small = await startTestNode({ databaseUrl: database.url, maxSubscribers: 1 })
+    try {
+      const first = await joinChat(await newContext(), small.url, 'Ada', 'full-node')
+      const { page, problems } = await openPage(await newContext())
+      await page.goto(`${small.url}/chats/full-node`)
+      await page.getByText('Connecting…').waitFor({ state: 'visible' })
+      assert.ok(problems.some((line) => /status of 503/.test(line)), 'premise: the node refused the first attempt')
+      assert.equal(await page.locator('#messages .error').count(), 0, 'the 503 is not swapped into the log')
+      await first.page.close()
+      await waitUntilLive(page)
+      await request(small.url).post('/chats/full-node/messages').send({ content: 'you are in' }).expect(201)
+      await waitForMessage(page, 'full-node', 1)
+      assert.deepEqual(problems.filter((line) => !/status of 503/.test(line)), [])
+    } finally {
+      await small.close()
+    }
+  })
+
+  test('a stream that goes quiet for longer than two heartbeats shows "Reconnecting…", and the next frame clears it', async () => {
+    const ada = await person('Ada', 'quiet')
+    assert.ok(await ada.page.getByText('Live', { exact: true }).isVisible())
+    // The real threshold is 35 s (two 15 s heartbeats and some slack); shorten it for this page only.
+    await ada.page.locator('#connection').evaluate((element) => element.style.setProperty('--stale-after', '100ms'))
+    await ada.page.getByText('Reconnecting…').waitFor({ state: 'visible' })
+    assert.ok(!(await ada.page.getByText('Live', { exact: true }).isVisible()))
+    // Any new frame replaces the element and with it the verdict (here: a reconnect's first frame).
+    node.hub.endStreams()
+    await ada.page.getByText('Live', { exact: true }).waitFor({ state: 'visible' })
+    assertNoProblems(ada)
+  })
+})
