@@ -119,14 +119,21 @@ describe('chatting in the browser', () => {
 
   test('Enter during an IME composition does not send; the trigger filter runs under the strict CSP', async () => {
     const ada = await person('Ada', 'ime')
+    const posts: string[] = []
+    ada.page.on('request', (req) => {
+      if (req.method() === 'POST') posts.push(req.url())
+    })
     await ada.page.fill('#content', 'にほんご')
     // What a browser sends while an IME is composing, and then the Enter that sends.
     const enter = (composing: boolean) =>
       ada.page.locator('#content').dispatchEvent('keydown', { key: 'Enter', code: 'Enter', isComposing: composing, keyCode: composing ? 229 : 13, bubbles: true, cancelable: true })
     await enter(true)
     await enter(true)
+    assert.equal(await ada.page.inputValue('#content'), 'にほんご')
     await enter(false)
     await waitForMessage(ada.page, 'ime', 1)
+    // Counted at the browser: the repeats would share a commandId, so the log alone could not tell.
+    assert.deepEqual(posts, [`${node.url}/chats/ime/messages`], 'exactly one POST, from the Enter that was not composing')
     const rows = await node.db.selectFrom('messages').select(['version', 'content']).where('chat_id', '=', 'ime').execute()
     assert.deepEqual(rows.map((row) => row.content), ['にほんご'], 'one message, sent by the Enter that was not composing')
     assertNoProblems(ada)
@@ -196,7 +203,7 @@ describe('chatting in the browser', () => {
     assertNoProblems(ada)
   })
 
-  test('after the server ends the stream, the page says so, reconnects, and shows every message exactly once', async () => {
+  test('after the server ends the stream, the page reconnects and shows every message exactly once', async () => {
     const ada = await person('Ada', 'reconnect')
     const bob = await person('Bob', 'reconnect')
     await ada.page.locator('#content').click()
