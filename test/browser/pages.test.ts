@@ -121,6 +121,30 @@ describe('security', () => {
     assert.deepEqual(problems, [])
   })
 
+  test('the watcher behind "no problems" sees a CSP violation and an htmx element without the nonce', async () => {
+    // Every browser test asserts an empty problem list; this shows that the list is not deaf.
+    const { page, problems } = await openPage(await newContext())
+    await page.goto(`${node.url}/chats/watcher`)
+    await page.evaluate(`(() => {
+      const script = document.createElement('script')
+      script.textContent = 'document.title = "injected"'
+      document.head.appendChild(script)
+      const holder = document.createElement('div')
+      holder.innerHTML = '<button hx-post="/chats/watcher/messages">injected</button>'
+      document.body.appendChild(holder)
+      htmx.process(holder)
+    })()`)
+    await page.getByRole('button', { name: 'injected' }).waitFor()
+    for (let tries = 0; problems.length < 2; tries++) {
+      assert.ok(tries < 100, `expected two problems, saw ${JSON.stringify(problems)}`)
+      await page.waitForTimeout(20)
+    }
+    assert.ok(problems.some((line) => /^CSP violation: script-src/.test(line)), problems.join('\n'))
+    assert.ok(problems.some((line) => /hx-csp\] blocked <button>/.test(line)), problems.join('\n'))
+    assert.notEqual(await page.title(), 'injected')
+    assert.equal(await page.getByRole('button', { name: 'injected' }).getAttribute('hx-post'), null, 'htmx stripped it')
+  })
+
   test('a form on another site cannot post into a chat: 403, and nothing is appended', async () => {
     // localhost and 127.0.0.1 are different sites to the browser: the page below is "another site".
     const port = new URL(node.url).port
