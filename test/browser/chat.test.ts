@@ -98,7 +98,9 @@ describe('chatting in the browser', () => {
   })
 
   test('a chosen name appears as the sender, and the sender sees their own messages told apart', async () => {
-    const ada = await person('Ada Lovelace', 'names')
+    // A name that would end the per-page <style> if it were not escaped for CSS.
+    const adaName = 'Ada "</style><i>Lovelace'
+    const ada = await person(adaName, 'names')
     const bob = await person('Bob', 'names')
     await ada.page.locator('#content').click()
     await send(ada.page, 'hello from Ada')
@@ -106,7 +108,8 @@ describe('chatting in the browser', () => {
     await send(bob.page, 'hello from Bob')
     for (const page of [ada.page, bob.page]) {
       await waitForMessage(page, 'names', 2)
-      assert.equal(await page.locator('#message-names-1 .sender').innerText(), 'Ada Lovelace')
+      assert.equal(await page.locator('#message-names-1 .sender').innerText(), adaName)
+      assert.equal(await page.locator('i').count(), 0)
       assert.equal(await page.locator('#message-names-2 .sender').innerText(), 'Bob')
     }
     // Both arrived over SSE; the per-page rule keyed on data-sender still applies to them.
