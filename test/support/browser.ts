@@ -71,14 +71,21 @@ export async function waitUntilLive(page: Page): Promise<void> {
   await page.locator('#connection[data-state="live"]').waitFor({ state: 'attached' })
 }
 
-/** Types into the composer the way a person does and presses Enter. */
+/**
+ * Types into the composer the way a person does and presses Enter; resolves
+ * once the POST's answer replaced the composer (fresh, or with an error), so
+ * the next keystrokes land in the new one. The answer and the message's
+ * arrival over SSE race: wait for messages separately.
+ */
 export async function send(page: Page, text: string): Promise<void> {
+  const composer = await page.locator('#content').elementHandle()
   const lines = text.split('\n')
   for (const [index, line] of lines.entries()) {
     if (index > 0) await page.keyboard.press('Shift+Enter')
     await page.keyboard.type(line)
   }
   await page.keyboard.press('Enter')
+  await composer!.waitForElementState('hidden')
 }
 
 /** The DOM ids of every message element on the page, in document order. */
@@ -89,3 +96,4 @@ export function messageIds(page: Page): Promise<string[]> {
 export async function waitForMessage(page: Page, chatId: string, version: number): Promise<void> {
   await page.locator(`#message-${chatId}-${version}`).waitFor({ state: 'attached' })
 }
+
