@@ -16,8 +16,18 @@ export interface HubProps {
   onPushed?: (frames: number) => void
 }
 
+/** Extra frames for one subscriber, e.g. a page that shows whether its stream is alive. */
+export interface StreamFrames {
+  /** Written at every heartbeat instead of the `: heartbeat` comment. */
+  heartbeat?: string
+  /** Written just before the hub ends the stream with its reconnect hint. */
+  farewell?: string
+}
+
 interface Subscriber {
   res: ServerResponse
+  heartbeat: string
+  farewell: string
   /** The highest version written to this subscriber; it always got an unbroken run up to here. */
   sent: number
   /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
@@ -42,6 +52,7 @@ export class HubFullError extends HttpError {
 
 const CATCH_UP_BATCH = 500
 const FETCH_RETRY_MS = 250
+const HEARTBEAT = ': heartbeat\n\n'
 
 /**
  * Per-chat fan-out of new messages to Server-Sent Events streams.
@@ -94,10 +105,10 @@ export class Hub {
    * Streams a chat to `res`, from after `cursor` (undefined: from the chat's
    * head now, live messages only). The caller has written the SSE headers.
    */
-  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined): Promise<void> {
+  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined, frames: StreamFrames = {}): Promise<void> {
     if (this.full) throw new HubFullError(this.closing ? 1 : 5)
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, sent: 0, catchingUp: true }
+    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true }
     chat.subscribers.add(subscriber)
     this.subscriberCount++
     res.once('close', () => this.unsubscribe(chat, subscriber))
@@ -145,12 +156,21 @@ export class Hub {
     for (const chat of this.chats.values()) this.fetchNew(chat)
   }
 
-  /** Ends every stream with a reconnect hint (shutdown). */
+  /** Shutdown: ends every stream with a reconnect hint and refuses new subscribers. */
   close(retryMs = 1000): void {
     this.closing = true
     clearInterval(this.heartbeat)
+    this.endStreams(retryMs)
+  }
+
+  /**
+   * Ends every stream with a reconnect hint but keeps accepting subscribers:
+   * clients come back with Last-Event-ID and resume (to shed or rebalance
+   * connections, and for tests of exactly that).
+   */
+  endStreams(retryMs = 1000): void {
     for (const chat of this.chats.values()) {
-      for (const subscriber of chat.subscribers) subscriber.res.end(`retry: ${retryMs}\n\n`)
+      for (const subscriber of chat.subscribers) subscriber.res.end(`${subscriber.farewell}retry: ${retryMs}\n\n`)
     }
   }
 
@@ -281,12 +301,17 @@ export class Hub {
 
   private beat(): void {
     for (const chat of this.chats.values()) {
-      for (const subscriber of chat.subscribers) subscriber.res.write(': heartbeat\n\n')
+      for (const subscriber of chat.subscribers) subscriber.res.write(subscriber.heartbeat)
     }
   }
 }
 
 /** One SSE message: `id:`, one `data:` line per line of HTML, a blank line. No `event:` name. */
 export function toFrame(id: number, html: string): string {
-  return `id: ${id}\n${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
+  return `id: ${id}\n${dataFrame(html)}`
+}
+
+/** An SSE message without an id: it does not move the client's resume cursor. */
+export function dataFrame(html: string): string {
+  return `${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
 }

@@ -38,6 +38,8 @@ describe('GET /chats/:chatId/events', () => {
 
   test('resuming with Last-Event-ID: N gives exactly N+1.. and then live messages', async () => {
     await postMany(node, 'resume', 5)
+    // A real cursor comes from what the read side showed, so it is never ahead of the projection (one that is gets clamped).
+    await waitForProjection(node, 'resume', 5)
     const client = await SseClient.open(`${node.url}/chats/resume/events`, { 'Last-Event-ID': '2' })
     await client.waitForCount(3)
     await postMany(node, 'resume', 2, 'live')
@@ -48,6 +50,7 @@ describe('GET /chats/:chatId/events', () => {
 
   test('resuming with ?after=N gives exactly N+1.. and then live messages', async () => {
     await postMany(node, 'after', 4)
+    await waitForProjection(node, 'after', 4)
     const client = await SseClient.open(`${node.url}/chats/after/events?after=1`)
     await client.waitForCount(3)
     await post(node, 'after', 'live')
@@ -58,6 +61,7 @@ describe('GET /chats/:chatId/events', () => {
 
   test('Last-Event-ID wins over ?after (htmx reconnects with the header but keeps the URL)', async () => {
     await postMany(node, 'both', 4)
+    await waitForProjection(node, 'both', 4)
     const client = await SseClient.open(`${node.url}/chats/both/events?after=1`, { 'Last-Event-ID': '3' })
     await client.waitForCount(1)
     await new Promise((resolve) => setTimeout(resolve, 100))
