@@ -2,6 +2,8 @@ import type { ServerResponse } from 'node:http'
 import type { DB } from '../db/database.js'
 import { HttpError } from '../http/errors.js'
 import { headVersion, messagesAfter, unbrokenRun, type Message } from '../chat/messages-projection.js'
+import { streamIdOf } from '../chat/send-message.js'
+import { readVersions } from '../event-store/event-store.js'
 
 export interface HubProps {
   db: DB
@@ -116,9 +118,12 @@ export class Hub {
       await chat.ready
       subscriber.sent = cursor ?? chat.head
       if (subscriber.sent > chat.head) {
-        // A cursor from the future (the database was reset) would skip what
-        // comes next; one from another node's head is fine. Ask the database.
-        subscriber.sent = Math.min(subscriber.sent, await headVersion(this.db, chatId))
+        // Ahead of what this node has broadcast: fine when the version is
+        // committed (another node's hub, a 201 answer) — it is simply not
+        // projected here yet. Beyond the committed version the cursor is from
+        // another life of the database and would skip what comes next.
+        const committed = (await readVersions(this.db, [streamIdOf(chatId)])).get(streamIdOf(chatId)) ?? 0
+        subscriber.sent = Math.min(subscriber.sent, committed)
       }
       await this.catchUp(chat, subscriber)
     } catch (error) {

@@ -148,3 +148,17 @@ describe('across app nodes', () => {
     }
   })
 })
+
+test('a cursor taken from a 201 answer, ahead of the projection, resumes after it without repeating it', async () => {
+  // Hold the projection back, so the cursor is ahead of everything this node has shown.
+  await node.projector.stop()
+  const { body } = await post(node, 'ahead', 'first')
+  const client = await SseClient.open(`${node.url}/chats/ahead/events`, { 'Last-Event-ID': String(body.version) })
+  await client.waitFor(() => node.hub.subscriberCount > 0, 2_000, 'subscription')
+  await node.projector.start()
+  await post(node, 'ahead', 'second')
+  await client.waitForCount(1)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.deepEqual(client.ids, [2])
+  client.close()
+})
