@@ -95,7 +95,9 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   await projector.start()
 
   const app = createApp({ db, sendMessage, hub, sessionSecret: props.sessionSecret, trustProxy: props.trustProxy, postsPerMinutePerAddress: props.postsPerMinutePerAddress, onError: (error) => log('error', 'request failed', error) })
-  const server = createServer(app)
+  // Timeouts below are enforced by a periodic sweep (30 s by default, which
+  // would let a slow client hold a socket three times longer than intended).
+  const server = createServer({ connectionsCheckingInterval: 1_000 }, app)
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000
   server.requestTimeout = Math.max(30_000, server.headersTimeout)
