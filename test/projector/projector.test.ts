@@ -37,6 +37,22 @@ async function eventCount(): Promise<number> {
   return Number((await db.selectFrom('events').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()).n)
 }
 
+/**
+ * Drains until every event is projected. One catchUp() may stop short: the
+ * horizon (oldest running transaction) is cluster-wide, and other test files
+ * run transactions on the same server.
+ */
+async function projectEverything(projector: Projector): Promise<void> {
+  const total = await eventCount()
+  for (const deadline = Date.now() + 10_000; ; ) {
+    await projector.catchUp()
+    const { n } = await db.selectFrom('messages').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()
+    if (Number(n) >= total) return
+    if (Date.now() > deadline) throw new Error(`projected ${n} of ${total} events`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 describe('messages projector', () => {
   test('stopping and restarting it mid-stream leaves the read model equal to a full replay', async () => {
     const handler = new SendMessageHandler({ db })
@@ -48,7 +64,7 @@ describe('messages projector', () => {
       projector = new Projector({ db, projection: messagesProjection, batchSize: 7 })
       await projector.start()
     }
-    await projector.catchUp()
+    await projectEverything(projector)
     await projector.stop()
     const live = await readModel()
     assert.equal(live.messages.length, await eventCount())
@@ -63,7 +79,7 @@ describe('messages projector', () => {
     const two = new Projector({ db, projection: messagesProjection, batchSize: 5, pollIntervalMs: 5 })
     await Promise.all([one.start(), two.start()])
     await Promise.all(Array.from({ length: 300 }, (_, i) => send(handler, `pair-${i % 4}`, i)))
-    await one.catchUp()
+    await projectEverything(one)
     await Promise.all([one.stop(), two.stop()])
     const live = await readModel()
     assert.equal(live.messages.length, await eventCount())
@@ -119,7 +135,7 @@ describe('messages projector', () => {
     const writing = Promise.all(Array.from({ length: 200 }, (_, i) => send(handler, `rebuild-${i % 5}`, i)))
     const rebuilt = await new Projector({ db, projection: messagesProjection }).rebuild()
     await writing
-    await live.catchUp()
+    await projectEverything(live)
     await live.stop()
     assert.ok(rebuilt > 0)
     const { messages } = await readModel()
