@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import cookieParser from 'cookie-parser'
 import express, { type Request } from 'express'
 import helmet from 'helmet'
+import { rateLimit } from 'express-rate-limit'
 import type { DB } from './db/database.js'
 import type { SendMessageHandler } from './chat/send-message.js'
 import type { Hub } from './live/hub.js'
@@ -25,6 +26,12 @@ export interface AppDeps {
   /** Express "trust proxy": set it behind a TLS-terminating proxy so req.secure is right. */
   trustProxy?: boolean | string | number
   clock?: () => Date
+  /**
+   * Unsafe requests (posts) allowed per client address per minute, across
+   * senders: a fresh session is free, so the per-sender rule alone would not
+   * stop one script. 0 turns it off (benchmarks, tests that flood).
+   */
+  postsPerMinutePerAddress?: number
   onError?: (error: unknown, req: Request) => void
   /** One line per request, with its request id; unset: nothing is logged. */
   logger?: Logger
@@ -99,6 +106,19 @@ export function createApp(deps: AppDeps): express.Express {
   if (ops) app.use(probeRoutes(ops))
   app.use(session({ secure: deps.secureCookies ?? 'auto' }))
   app.use(crossOriginProtection())
+  if (deps.postsPerMinutePerAddress) {
+    app.use(
+      rateLimit({
+        windowMs: 60_000,
+        limit: deps.postsPerMinutePerAddress,
+        skip: (req) => req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS',
+        standardHeaders: 'draft-7',
+        legacyHeaders: false,
+        handler: (_req, _res, next, options) =>
+          next(new HttpError(429, 'Too many messages from your address. Wait a minute and try again.', { 'Retry-After': String(Math.ceil(options.windowMs / 1000)) })),
+      }),
+    )
+  }
   app.use(express.json({ limit: BODY_LIMIT }))
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 

@@ -12,6 +12,9 @@ import { startNode } from './server.js'
  *   DATABASE_URL    PostgreSQL to use; unset: an embedded server with its data in DATA_DIR
  *   SESSION_SECRET  signs session cookies; unset: generated once and kept in DATA_DIR
  *   DATA_DIR        where the embedded database and generated secret live (default .data)
+ *   POSTS_PER_MINUTE_PER_ADDRESS  posts allowed per client address per minute (default 600; 0: off)
+ *   MAX_SUBSCRIBERS live streams per process (default 10000)
+ *   TRUST_PROXY     Express "trust proxy" (behind a TLS-terminating proxy)
  *   DASHBOARD_TOKEN guards /dashboard and /metrics; unset: they are public
  *   LOG_LEVEL       pino level (default info); JSON lines, pretty in a terminal unless NODE_ENV=production
  *   READY_MAX_LAG_SECONDS, READY_MAX_LAG_EVENTS   projector lag past which /readyz answers 503 (default 30 s, 50000 events)
@@ -61,6 +64,8 @@ async function main(): Promise<void> {
     sessionSecret: await sessionSecret(),
     port,
     trustProxy: env.TRUST_PROXY,
+    postsPerMinutePerAddress: Number(env.POSTS_PER_MINUTE_PER_ADDRESS ?? 600),
+    maxSubscribers: Number(env.MAX_SUBSCRIBERS ?? 10_000),
     logger,
     dashboardToken: env.DASHBOARD_TOKEN || undefined,
     readiness,

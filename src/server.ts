@@ -28,6 +28,10 @@ export interface NodeProps {
   poolSize?: number
   maxSubscribers?: number
   trustProxy?: boolean | string | number
+  /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
+  postsPerMinutePerAddress?: number
+  /** How long a client may take to send its request headers (slowloris guard). */
+  headersTimeoutMs?: number
   /** Structured logs (requests, with their ids, and everything `log` says); unset: silent. */
   logger?: Logger
   /** Overrides where the node's own messages go; unset: to `logger`. */
@@ -134,6 +138,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     hub,
     sessionSecret: props.sessionSecret,
     trustProxy: props.trustProxy,
+    postsPerMinutePerAddress: props.postsPerMinutePerAddress,
     logger,
     ops: { metrics, sampler, readiness: () => checkReadiness(db, projector.name, readinessLimits) },
     dashboardToken: props.dashboardToken,
@@ -143,10 +148,12 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
     },
   })
-  const server = createServer(app)
+  // Timeouts below are enforced by a periodic sweep (30 s by default, which
+  // would let a slow client hold a socket three times longer than intended).
+  const server = createServer({ connectionsCheckingInterval: 1_000 }, app)
   // Slow clients cannot pin the server: bounded time to send headers and a request.
-  server.headersTimeout = 10_000
-  server.requestTimeout = 30_000
+  server.headersTimeout = props.headersTimeoutMs ?? 10_000
+  server.requestTimeout = Math.max(30_000, server.headersTimeout)
   server.keepAliveTimeout = 5_000
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -3,9 +3,10 @@ import { Router, type Request, type Response } from 'express'
 import type { DB } from '../db/database.js'
 import { HttpError, wantsJson } from '../http/errors.js'
 import { parseName, setSession } from '../http/session.js'
-import { HubFullError, type Hub } from '../live/hub.js'
+import { partialRenderer } from '../http/views.js'
+import { dataFrame, HubFullError, type Hub, type StreamFrames } from '../live/hub.js'
 import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
-import { messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import { headVersion, messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
 import type { SendMessageHandler } from './send-message.js'
 
 export interface ChatRoutesDeps {
@@ -23,9 +24,13 @@ const VERSION_PATTERN = /^\d{1,15}$/
 export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
+  const pageFrames = connectionFrames()
 
-  router.get('/', async (_req, res) => {
-    res.render('home', { title: 'Live Tea', chats: await recentChats(db), form: { name: res.locals.name, chatId: '' }, errors: {} })
+  router.get('/', async (req, res) => {
+    // "Change" on a chat page comes here with its room filled in, so a new name lands back in that room.
+    const room = typeof req.query.chatId === 'string' ? normalizeChatId(req.query.chatId) : ''
+    const form = { name: res.locals.name, chatId: CHAT_ID_PATTERN.test(room) ? room : '' }
+    res.render('home', { title: 'Live Tea', chats: await recentChats(db), form, errors: {} })
   })
 
   router.post('/session', async (req, res) => {
@@ -64,6 +69,7 @@ export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatR
       const { version } = await sendMessage.send(command)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return res.render('partials/_composer', { chatId, composer: freshComposer() })
+      await untilProjected(db, chatId, version)
       res.redirect(303, `/chats/${chatId}`)
     } catch (error) {
       if (!(error instanceof Rejection) || wantsJson(req) || !CHAT_ID_PATTERN.test(chatId)) return next(error)
@@ -87,9 +93,12 @@ export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatR
       // Proxies such as nginx would otherwise buffer the stream.
       'X-Accel-Buffering': 'no',
     })
-    res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n`)
+    // A chat page (htmx) also gets the frames that keep its connection state
+    // current; plain SSE clients see only messages and comment heartbeats.
+    const frames = req.get('hx-request') ? pageFrames : {}
+    res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
     req.socket.setNoDelay(true)
-    await hub.subscribe(chatId, res, cursor)
+    await hub.subscribe(chatId, res, cursor, frames)
   })
 
   router.get('/chats/:chatId/messages', async (req, res) => {
@@ -118,6 +127,36 @@ export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatR
   }
 
   return router
+}
+
+/**
+ * The chat page's connection state as stream frames, rendered once: "live" on
+ * connect and at every heartbeat, "reconnecting" when the server ends the
+ * stream. Out-of-band swaps replace #connection; they carry no id, so they do
+ * not move the resume cursor.
+ */
+function connectionFrames(): StreamFrames {
+  const render = partialRenderer<{ state: 'live' | 'reconnecting'; oob: boolean }>('_connection')
+  return {
+    heartbeat: dataFrame(render({ state: 'live', oob: true })),
+    farewell: dataFrame(render({ state: 'reconnecting', oob: true })),
+  }
+}
+
+const PROJECTION_WAIT_MS = 3_000
+
+/**
+ * Read-your-writes for a plain form post. Its 303 leads to a page rendered
+ * from the read model, which the projector fills milliseconds after the
+ * append; a page without JavaScript has no stream to bring the message later.
+ * So wait, bounded, until the message is projected. Past the bound the message
+ * is still safe in the log and shows on the next load.
+ */
+async function untilProjected(db: DB, chatId: string, version: number): Promise<void> {
+  const deadline = Date.now() + PROJECTION_WAIT_MS
+  while ((await headVersion(db, chatId)) < version && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
 }
 
 interface Composer {

@@ -80,6 +80,14 @@ export class SendMessageHandler {
 
   /** Resolves once the message is durable (or was already); rejects with a Rejection when the rules refuse it. */
   send(command: SendMessage): Promise<SendMessageResult> {
+    // A command that is invalid in itself (bad chat id, empty content) is
+    // refused before it can reach the database or share a transaction:
+    // rules that depend on the chat's history cannot refuse an empty chat.
+    const alone = decide(command, initialState())
+    if (alone.kind === 'rejected') {
+      this.onOutcome('rejected')
+      return Promise.reject(alone.rejection)
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ command, attempts: 0, solo: false, resolve, reject })
       this.pump()

@@ -31,10 +31,11 @@ export function createPool({ connectionString, max = 10, onError, applicationNam
   // Without a listener, an idle client whose backend dies emits an unhandled
   // 'error' and takes the whole process down; the pool already drops it.
   pool.on('error', (error) => onError?.(error))
-  // The pool listens only while a client is idle. A checked-out one (a
-  // transaction between two statements) whose backend dies would crash the
-  // process too. Nothing to report here: its current or next query fails with
-  // the error, and the pool drops it on release.
+  // pg-pool listens only while a client is idle. A connection that dies
+  // mid-query (a restarted server, a cut network) also emits 'error' on the
+  // checked-out client: the query itself already rejects with it, and the
+  // pool discards the broken client on release, so swallowing it here is
+  // what keeps the process alive.
   pool.on('connect', (client) => client.on('error', () => {}))
   return pool
 }

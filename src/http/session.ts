@@ -65,5 +65,13 @@ export function session({ secure }: { secure: 'auto' | boolean }) {
 
 export function setSession(res: Response, name: string, secure: boolean): void {
   res.locals.name = name
+  // Replace the random-name cookie this response may already carry: two
+  // Set-Cookie headers for one cookie leave clients guessing which wins.
+  const previous = res.getHeader('Set-Cookie')
+  if (previous !== undefined) {
+    const others = [previous].flat().map(String).filter((cookie) => !cookie.startsWith(`${SESSION_COOKIE}=`))
+    if (others.length > 0) res.setHeader('Set-Cookie', others)
+    else res.removeHeader('Set-Cookie')
+  }
   res.cookie(SESSION_COOKIE, name, { signed: true, httpOnly: true, sameSite: 'lax', secure, maxAge: ONE_YEAR_MS, path: '/' })
 }

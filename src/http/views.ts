@@ -35,9 +35,15 @@ export function renderView(path: string, options: object, callback: (error: Erro
   })
 }
 
+/** A partial compiled once, for HTML that is rendered outside a request (live stream frames). */
+export function partialRenderer<Locals extends object>(name: string): (locals: Locals) => string {
+  const filename = `${VIEWS_DIR}partials/${name}.ejs`
+  const template = ejs.compile(readFileSync(filename, 'utf8'), { filename })
+  return (locals) => template({ ...helpers, ...locals }).trim()
+}
+
 /** The message partial compiled once; the hub renders each message with it exactly once per node. */
 export function messageRenderer(): (message: Message) => string {
-  const filename = VIEWS_DIR + 'partials/_message.ejs'
-  const template = ejs.compile(readFileSync(filename, 'utf8'), { filename })
-  return (message) => template({ ...helpers, message }).trim()
+  const render = partialRenderer<{ message: Message }>('_message')
+  return (message) => render({ message })
 }

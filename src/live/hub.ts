@@ -2,6 +2,8 @@ import type { ServerResponse } from 'node:http'
 import type { DB } from '../db/database.js'
 import { HttpError } from '../http/errors.js'
 import { headVersion, messagesAfter, unbrokenRun, type Message } from '../chat/messages-projection.js'
+import { streamIdOf } from '../chat/send-message.js'
+import { readVersions } from '../event-store/event-store.js'
 
 export interface HubProps {
   db: DB
@@ -16,8 +18,18 @@ export interface HubProps {
   onPushed?: (frames: number) => void
 }
 
+/** Extra frames for one subscriber, e.g. a page that shows whether its stream is alive. */
+export interface StreamFrames {
+  /** Written at every heartbeat instead of the `: heartbeat` comment. */
+  heartbeat?: string
+  /** Written just before the hub ends the stream with its reconnect hint. */
+  farewell?: string
+}
+
 interface Subscriber {
   res: ServerResponse
+  heartbeat: string
+  farewell: string
   /** The highest version written to this subscriber; it always got an unbroken run up to here. */
   sent: number
   /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
@@ -41,6 +53,8 @@ export class HubFullError extends HttpError {
 }
 
 const CATCH_UP_BATCH = 500
+const FETCH_RETRY_MS = 250
+const HEARTBEAT = ': heartbeat\n\n'
 
 /**
  * Per-chat fan-out of new messages to Server-Sent Events streams.
@@ -93,10 +107,10 @@ export class Hub {
    * Streams a chat to `res`, from after `cursor` (undefined: from the chat's
    * head now, live messages only). The caller has written the SSE headers.
    */
-  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined): Promise<void> {
+  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined, frames: StreamFrames = {}): Promise<void> {
     if (this.full) throw new HubFullError(this.closing ? 1 : 5)
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, sent: 0, catchingUp: true }
+    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true }
     chat.subscribers.add(subscriber)
     this.subscriberCount++
     res.once('close', () => this.unsubscribe(chat, subscriber))
@@ -104,14 +118,16 @@ export class Hub {
       await chat.ready
       subscriber.sent = cursor ?? chat.head
       if (subscriber.sent > chat.head) {
-        // A cursor from the future (the database was reset) would skip what
-        // comes next; one from another node's head is fine. Ask the database.
-        subscriber.sent = Math.min(subscriber.sent, await headVersion(this.db, chatId))
+        // Ahead of what this node has broadcast: fine when the version is
+        // committed (another node's hub, a 201 answer) — it is simply not
+        // projected here yet. Beyond the committed version the cursor is from
+        // another life of the database and would skip what comes next.
+        const committed = (await readVersions(this.db, [streamIdOf(chatId)])).get(streamIdOf(chatId)) ?? 0
+        subscriber.sent = Math.min(subscriber.sent, committed)
       }
       await this.catchUp(chat, subscriber)
     } catch (error) {
-      this.onError(error)
-      res.end()
+      this.drop(chat, subscriber, error)
     }
   }
 
@@ -145,12 +161,21 @@ export class Hub {
     for (const chat of this.chats.values()) this.fetchNew(chat)
   }
 
-  /** Ends every stream with a reconnect hint (shutdown). */
+  /** Shutdown: ends every stream with a reconnect hint and refuses new subscribers. */
   close(retryMs = 1000): void {
     this.closing = true
     clearInterval(this.heartbeat)
+    this.endStreams(retryMs)
+  }
+
+  /**
+   * Ends every stream with a reconnect hint but keeps accepting subscribers:
+   * clients come back with Last-Event-ID and resume (to shed or rebalance
+   * connections, and for tests of exactly that).
+   */
+  endStreams(retryMs = 1000): void {
     for (const chat of this.chats.values()) {
-      for (const subscriber of chat.subscribers) subscriber.res.end(`retry: ${retryMs}\n\n`)
+      for (const subscriber of chat.subscribers) subscriber.res.end(`${subscriber.farewell}retry: ${retryMs}\n\n`)
     }
   }
 
@@ -199,8 +224,27 @@ export class Hub {
       } while (chat.fetchAgain && this.chats.get(chat.chatId) === chat)
     }
     pass()
-      .catch(this.onError)
-      .finally(() => (chat.fetching = false))
+      .then(
+        () => (chat.fetching = false),
+        (error) => {
+          // The database may be briefly unreachable: retry, or a message
+          // projected meanwhile would wait for the next one to be delivered.
+          this.onError(error)
+          chat.fetching = false
+          if (this.chats.get(chat.chatId) === chat) setTimeout(() => this.fetchNew(chat), FETCH_RETRY_MS).unref()
+        },
+      )
+  }
+
+  /**
+   * Ends a subscriber whose backlog could not be read (the database is down):
+   * the client reconnects with Last-Event-ID and resumes where it was, rather
+   * than sitting on a stream that skips it.
+   */
+  private drop(chat: ChatChannel, subscriber: Subscriber, error: unknown): void {
+    this.onError(error)
+    this.unsubscribe(chat, subscriber)
+    subscriber.res.end()
   }
 
   /** Writes an unbroken run starting at chat.head + 1, rendering each message once. */
@@ -215,7 +259,7 @@ export class Hub {
         if (subscriber.catchingUp || message.version <= subscriber.sent) continue
         if (message.version !== subscriber.sent + 1) {
           // Behind the broadcast (cannot happen while the invariants hold): read the backlog instead of skipping.
-          this.catchUp(chat, subscriber).catch(this.onError)
+          this.catchUp(chat, subscriber).catch((error) => this.drop(chat, subscriber, error))
           continue
         }
         this.write(chat, subscriber, frame)
@@ -262,12 +306,17 @@ export class Hub {
 
   private beat(): void {
     for (const chat of this.chats.values()) {
-      for (const subscriber of chat.subscribers) subscriber.res.write(': heartbeat\n\n')
+      for (const subscriber of chat.subscribers) subscriber.res.write(subscriber.heartbeat)
     }
   }
 }
 
 /** One SSE message: `id:`, one `data:` line per line of HTML, a blank line. No `event:` name. */
 export function toFrame(id: number, html: string): string {
-  return `id: ${id}\n${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
+  return `id: ${id}\n${dataFrame(html)}`
+}
+
+/** An SSE message without an id: it does not move the client's resume cursor. */
+export function dataFrame(html: string): string {
+  return `${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
 }

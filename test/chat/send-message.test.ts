@@ -161,18 +161,25 @@ describe('SendMessageHandler', () => {
     }
   })
 
-  test('one bad command in a shared transaction does not sink the others', async () => {
+  test('a command refused inside a shared transaction does not sink the others', async () => {
     const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
+    for (let i = 0; i < RATE_LIMIT; i++) await handler.send(command('shared-b', 'hasty'))
     // Occupy the only batch slot so the next commands queue up and share one transaction.
     const blocker = handler.send(command('shared-a', 'blocker'))
     const good = handler.send(command('shared-a', 'good'))
-    const bad = handler.send({ ...command('shared-b', 'bad'), data: { ...command('shared-b', 'bad').data, content: '' } })
-    const alsoGood = handler.send(command('shared-b', 'also-good'))
+    const tooFast = handler.send(command('shared-b', 'hasty'))
+    const alsoGood = handler.send(command('shared-b', 'calm'))
     await blocker
     assert.equal((await good).version, 2)
-    await assert.rejects(bad, /empty/)
-    assert.equal((await alsoGood).version, 1)
+    await assert.rejects(tooFast, /Slow down/)
+    assert.equal((await alsoGood).version, RATE_LIMIT + 1)
   })
+
+  test('a command invalid in itself is refused before it reaches the database', async () => {
+    const invalid = { ...command('tea', 'x'), data: { ...command('tea', 'x').data, chatId: 'nul\u0000byte' } }
+    await assert.rejects(new SendMessageHandler({ db: node.db }).send(invalid), /chat name/)
+  })
+
 })
 
 describe('events table', () => {

@@ -38,6 +38,8 @@ describe('GET /chats/:chatId/events', () => {
 
   test('resuming with Last-Event-ID: N gives exactly N+1.. and then live messages', async () => {
     await postMany(node, 'resume', 5)
+    // A real cursor comes from what the read side showed, so it is never ahead of the projection (one that is gets clamped).
+    await waitForProjection(node, 'resume', 5)
     const client = await SseClient.open(`${node.url}/chats/resume/events`, { 'Last-Event-ID': '2' })
     await client.waitForCount(3)
     await postMany(node, 'resume', 2, 'live')
@@ -48,6 +50,7 @@ describe('GET /chats/:chatId/events', () => {
 
   test('resuming with ?after=N gives exactly N+1.. and then live messages', async () => {
     await postMany(node, 'after', 4)
+    await waitForProjection(node, 'after', 4)
     const client = await SseClient.open(`${node.url}/chats/after/events?after=1`)
     await client.waitForCount(3)
     await post(node, 'after', 'live')
@@ -58,6 +61,7 @@ describe('GET /chats/:chatId/events', () => {
 
   test('Last-Event-ID wins over ?after (htmx reconnects with the header but keeps the URL)', async () => {
     await postMany(node, 'both', 4)
+    await waitForProjection(node, 'both', 4)
     const client = await SseClient.open(`${node.url}/chats/both/events?after=1`, { 'Last-Event-ID': '3' })
     await client.waitForCount(1)
     await new Promise((resolve) => setTimeout(resolve, 100))
@@ -143,4 +147,18 @@ describe('across app nodes', () => {
       await other.close()
     }
   })
+})
+
+test('a cursor taken from a 201 answer, ahead of the projection, resumes after it without repeating it', async () => {
+  // Hold the projection back, so the cursor is ahead of everything this node has shown.
+  await node.projector.stop()
+  const { body } = await post(node, 'ahead', 'first')
+  const client = await SseClient.open(`${node.url}/chats/ahead/events`, { 'Last-Event-ID': String(body.version) })
+  await client.waitFor(() => node.hub.subscriberCount > 0, 2_000, 'subscription')
+  await node.projector.start()
+  await post(node, 'ahead', 'second')
+  await client.waitForCount(1)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.deepEqual(client.ids, [2])
+  client.close()
 })

@@ -38,16 +38,17 @@ async function eventCount(): Promise<number> {
 }
 
 /**
- * catchUp projects what lies below the snapshot's xmin, and that horizon is
- * cluster-wide: a transaction open anywhere on the server (another test file
- * creating its database) holds it back a moment. Wait for the log, bounded.
+ * Drains until every event is projected. One catchUp() may stop short: the
+ * horizon (oldest running transaction) is cluster-wide, and other test files
+ * run transactions on the same server.
  */
-async function catchUpWithLog(projector: Projector, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
+async function projectEverything(projector: Projector): Promise<void> {
+  const total = await eventCount()
+  for (const deadline = Date.now() + 10_000; ; ) {
     await projector.catchUp()
-    const projected = Number((await db.selectFrom('messages').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()).n)
-    if (projected >= (await eventCount()) || Date.now() > deadline) return
+    const { n } = await db.selectFrom('messages').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()
+    if (Number(n) >= total) return
+    if (Date.now() > deadline) throw new Error(`projected ${n} of ${total} events`)
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
@@ -63,7 +64,7 @@ describe('messages projector', () => {
       projector = new Projector({ db, projection: messagesProjection, batchSize: 7 })
       await projector.start()
     }
-    await catchUpWithLog(projector)
+    await projectEverything(projector)
     await projector.stop()
     const live = await readModel()
     assert.equal(live.messages.length, await eventCount())
@@ -78,7 +79,7 @@ describe('messages projector', () => {
     const two = new Projector({ db, projection: messagesProjection, batchSize: 5, pollIntervalMs: 5 })
     await Promise.all([one.start(), two.start()])
     await Promise.all(Array.from({ length: 300 }, (_, i) => send(handler, `pair-${i % 4}`, i)))
-    await catchUpWithLog(one)
+    await projectEverything(one)
     await Promise.all([one.stop(), two.stop()])
     const live = await readModel()
     assert.equal(live.messages.length, await eventCount())
@@ -134,7 +135,7 @@ describe('messages projector', () => {
     const writing = Promise.all(Array.from({ length: 200 }, (_, i) => send(handler, `rebuild-${i % 5}`, i)))
     const rebuilt = await new Projector({ db, projection: messagesProjection }).rebuild()
     await writing
-    await catchUpWithLog(live)
+    await projectEverything(live)
     await live.stop()
     assert.ok(rebuilt > 0)
     const { messages } = await readModel()

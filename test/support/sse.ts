@@ -120,3 +120,71 @@ function summarize(ids: number[]): string {
   if (ids.length <= 12) return `[${ids.join(', ')}]`
   return `[${ids.slice(0, 5).join(', ')} … ${ids.slice(-5).join(', ')}] (${ids.length})`
 }
+
+/**
+ * A subscriber that behaves like a browser tab: when its stream ends or
+ * fails, it reconnects (to the next of `urls`, as a load balancer would) with
+ * Last-Event-ID, and keeps every message it got, in order of arrival.
+ */
+export class ReconnectingSubscriber {
+  readonly messages: SseMessage[] = []
+  reconnects = 0
+  private current: SseClient | undefined
+  private stopped = false
+  private turn = 0
+  private readonly running: Promise<void>
+
+  constructor(
+    private readonly urls: () => string[],
+    private readonly path: string,
+  ) {
+    this.running = this.loop()
+  }
+
+  get ids(): number[] {
+    return this.messages.map((message) => Number(message.id))
+  }
+
+  async waitForCount(count: number, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (this.messages.length < count) {
+      if (Date.now() > deadline) throw new Error(`timed out at ${this.messages.length} of ${count} messages (reconnects: ${this.reconnects})`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    this.current?.close()
+    await this.running
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      const urls = this.urls()
+      const base = urls[this.turn++ % urls.length]!
+      const lastId = this.messages.at(-1)?.id
+      try {
+        const client = await SseClient.open(`${base}${this.path}`, lastId ? { 'Last-Event-ID': lastId } : {})
+        this.current = client
+        if (client.status === 200) {
+          let seen = 0
+          const drain = () => {
+            for (; seen < client.messages.length; seen++) this.messages.push(client.messages[seen]!)
+          }
+          const pump = setInterval(drain, 5)
+          await client.ended
+          clearInterval(pump)
+          drain()
+        } else {
+          client.close()
+        }
+      } catch {
+        // Node down: try the next one.
+      }
+      if (this.stopped) break
+      this.reconnects++
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+}

@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { after, before, test } from 'node:test'
+import request from 'supertest'
+import { SseClient } from '../support/sse.js'
+import { startTestNode, type TestNode } from '../support/node.js'
+
+let node: TestNode
+before(async () => (node = await startTestNode({ maxSubscribers: 3, headersTimeoutMs: 500, postsPerMinutePerAddress: 40 })))
+after(() => node.close())
+
+test('over the cap of live streams per process, a new stream gets 503 with Retry-After; a freed slot is reusable', async () => {
+  const open = await Promise.all([1, 2, 3].map(() => SseClient.open(`${node.url}/chats/cap/events`)))
+  assert.deepEqual(open.map((client) => client.status), [200, 200, 200])
+  await open[0]!.waitFor(() => node.hub.subscriberCount === 3, 2_000, 'three subscribers')
+
+  const refused = await request(node.url).get('/chats/cap/events').set('accept', 'application/json').expect(503)
+  assert.ok(Number(refused.headers['retry-after']) >= 1)
+  assert.match(refused.body.error, /Too many live connections/)
+
+  open[0]!.close()
+  await open[1]!.waitFor(() => node.hub.subscriberCount === 2, 2_000, 'a freed slot')
+  const again = await SseClient.open(`${node.url}/chats/cap/events`)
+  assert.equal(again.status, 200)
+  for (const client of [...open, again]) client.close()
+})
+
+test('a client that never finishes its headers is cut off (slowloris)', async () => {
+  const socket = net.connect(Number(new URL(node.url).port), '127.0.0.1')
+  socket.write('GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ')
+  const started = Date.now()
+  let answer = ''
+  socket.on('data', (chunk) => (answer += chunk))
+  await new Promise<void>((resolve) => socket.on('close', () => resolve()))
+  assert.match(answer, /^HTTP\/1\.1 408/, 'answered 408 Request Timeout, then closed')
+  assert.ok(Date.now() - started < 30_000)
+})
+
+test('one address may not flood posts, whatever names it uses: 429 with Retry-After, and nothing appended', async () => {
+  let accepted = 0
+  let refused: request.Response | undefined
+  for (let i = 0; i < 60 && !refused; i++) {
+    // No cookie: every post would be a new random sender, which the per-sender rule alone cannot stop.
+    const res = await request(node.url).post('/chats/flood-guard/messages').send({ content: `spam ${i}` })
+    if (res.status === 201) accepted++
+    else refused = res
+  }
+  assert.equal(accepted, 40)
+  assert.equal(refused?.status, 429)
+  assert.match(refused!.body.error, /Too many messages from your address/)
+  assert.ok(Number(refused!.headers['retry-after']) >= 1)
+  const stored = await node.db.selectFrom('events').select('stream_version').where('stream_id', '=', 'chat-flood-guard').execute()
+  assert.equal(stored.length, 40)
+})
