@@ -82,13 +82,15 @@ export class Projector {
     return !this.stopped
   }
 
+  /** Ensures the checkpoint row, then drains in the background (now, on wake(), and every poll). */
   async start(): Promise<void> {
     this.stopped = false
     await this.ensureCheckpoint()
     this.wake()
     this.pollTimer = setInterval(() => this.wake(), this.pollIntervalMs)
     this.pollTimer.unref()
-    await this.draining
+    // Not awaiting the first drain: a node with a large backlog serves (and
+    // says "not ready" on /readyz) instead of being silent until caught up.
   }
 
   /** Stops after the batch in progress. */
