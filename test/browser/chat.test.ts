@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import { after, afterEach, before, describe, test } from 'node:test'
-import type { Browser, BrowserContext } from 'playwright-core'
+import { after, before, describe, test } from 'node:test'
+import type { Browser } from 'playwright-core'
 import request from 'supertest'
 import { RATE_LIMIT } from '../../src/chat/chat.js'
-import { joinChat, launchChromium, messageIds, openPage, screenshot, send, waitForMessage, waitUntilLive, type ChatPage } from '../support/browser.js'
+import { contextsPerTest, joinChat, launchChromium, messageIds, openPage, screenshot, send, waitForMessage, waitUntilLive, type ChatPage } from '../support/browser.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
@@ -15,7 +15,6 @@ import { startTestNode, waitForProjection, type TestNode } from '../support/node
 let database: TestDatabase
 let node: TestNode
 let browser: Browser
-let contexts: BrowserContext[] = []
 
 before(async () => {
   database = await freshDatabase()
@@ -27,17 +26,7 @@ after(async () => {
   await database?.drop()
 })
 // Each test's pages go away with it, so the node's subscriber count is this test's alone.
-afterEach(async () => {
-  await Promise.all(contexts.map((context) => context.close()))
-  contexts = []
-})
-
-async function newContext(options: Parameters<Browser['newContext']>[0] = {}): Promise<BrowserContext> {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 760 }, ...options })
-  context.setDefaultTimeout(10_000)
-  contexts.push(context)
-  return context
-}
+const newContext = contextsPerTest(() => browser)
 
 /** A person in their own browser profile (own cookie, so own name), on a chat page. */
 async function person(name: string, chatId: string): Promise<ChatPage> {

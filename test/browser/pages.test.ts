@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict'
-import { after, afterEach, before, describe, test } from 'node:test'
-import type { Browser, BrowserContext, Page } from 'playwright-core'
+import { after, before, describe, test } from 'node:test'
+import type { Browser, Page } from 'playwright-core'
 import request from 'supertest'
 import { SESSION_COOKIE } from '../../src/http/session.js'
-import { joinChat, launchChromium, messageIds, openPage, screenshot, send, waitForMessage } from '../support/browser.js'
+import { contextsPerTest, joinChat, launchChromium, messageIds, openPage, screenshot, send, waitForMessage } from '../support/browser.js'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
 /* The home page, security headers, and how the pages look, in real Chromium on a real node. */
 
 let node: TestNode
 let browser: Browser
-let contexts: BrowserContext[] = []
 
 before(async () => {
   ;[node, browser] = await Promise.all([startTestNode(), launchChromium()])
@@ -19,17 +18,8 @@ after(async () => {
   await browser?.close()
   await node?.close()
 })
-afterEach(async () => {
-  await Promise.all(contexts.map((context) => context.close()))
-  contexts = []
-})
-
-async function newContext(options: Parameters<Browser['newContext']>[0] = {}): Promise<BrowserContext> {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 760 }, ...options })
-  context.setDefaultTimeout(10_000)
-  contexts.push(context)
-  return context
-}
+// Each test's pages go away with it, so the node's subscriber count is this test's alone.
+const newContext = contextsPerTest(() => browser)
 
 const apiPost = (chatId: string, content: string) => request(node.url).post(`/chats/${chatId}/messages`).send({ content }).expect(201)
 

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises'
+import { afterEach } from 'node:test'
 import { join, resolve } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 
@@ -97,3 +98,20 @@ export async function waitForMessage(page: Page, chatId: string, version: number
   await page.locator(`#message-${chatId}-${version}`).waitFor({ state: 'attached' })
 }
 
+/**
+ * A `newContext()` for one test file: every context opened during a test is
+ * closed after it, so each test's pages (and the node's subscribers) are its own.
+ */
+export function contextsPerTest(browser: () => Browser): (options?: Parameters<Browser['newContext']>[0]) => Promise<BrowserContext> {
+  let contexts: BrowserContext[] = []
+  afterEach(async () => {
+    await Promise.all(contexts.map((context) => context.close()))
+    contexts = []
+  })
+  return async (options = {}) => {
+    const context = await browser().newContext({ viewport: { width: 1000, height: 760 }, ...options })
+    context.setDefaultTimeout(10_000)
+    contexts.push(context)
+    return context
+  }
+}
