@@ -7,7 +7,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import { startNode } from '../src/server.js'
-import { serveParent, settledRss } from './lib/processes.js'
+import { cpuMs, serveParent, settledRss } from './lib/processes.js'
 
 const env = process.env
 const node = await startNode({
@@ -31,6 +31,7 @@ serveParent(
   { url: node.url, bareUrl: `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}` },
   {
     rss: () => ({ rss: settledRss(), subscribers: node.hub.subscriberCount }),
+    cpu: () => cpuMs(),
   },
   async () => {
     bareServer.close()

@@ -6,7 +6,7 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import pg from 'pg'
-import { serveParent } from './lib/processes.js'
+import { cpuMs, serveParent } from './lib/processes.js'
 
 const pool = new pg.Pool({ connectionString: process.env.BENCH_DATABASE_URL, max: Number(process.env.BENCH_POOL_SIZE ?? 20) })
 pool.on('error', () => {})
@@ -42,7 +42,7 @@ await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
 
 serveParent(
   { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` },
-  { count: async () => ({ count: Number((await pool.query('select count(*) as n from posts')).rows[0].n) }) },
+  { cpu: () => cpuMs(), count: async () => ({ count: Number((await pool.query('select count(*) as n from posts')).rows[0].n) }) },
   async () => {
     server.close()
     server.closeAllConnections()

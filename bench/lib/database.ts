@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/db/embedded.js'
@@ -6,6 +7,8 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/db/embed
 export interface BenchServer {
   /** Where the figures came from, for the report (password masked). */
   description: string
+  /** The server's postmaster, when it runs on this machine: its CPU time is part of each figure. */
+  postmasterPid: number | undefined
   fresh(label: string): Promise<BenchDatabase>
   stop(): Promise<void>
 }
@@ -44,7 +47,14 @@ export async function benchServer(root: string): Promise<BenchServer> {
     }
   }
   const version = await admin(async (client) => (await client.query('show server_version')).rows[0].server_version as string)
+  // A backend's parent is the postmaster; read it while the backend lives.
+  const postmasterPid = await admin(async (client) => {
+    const backend = (await client.query('select pg_backend_pid() as pid')).rows[0].pid as number
+    const text = await readFile(`/proc/${backend}/stat`, 'utf8').catch(() => undefined)
+    return text ? Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]) : undefined
+  })
   return {
+    postmasterPid,
     description: `${embedded ? 'embedded' : 'DATABASE_URL'} PostgreSQL ${version} (${adminUrl.replace(/:[^:@/]*@/, ':***@')})`,
     async fresh(label) {
       const name = `live_tea_bench_${label}_${randomBytes(3).toString('hex')}`

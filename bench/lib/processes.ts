@@ -98,3 +98,9 @@ export function settledRss(): number {
   for (let i = 0; i < 3; i++) globalThis.gc?.()
   return process.memoryUsage().rss
 }
+
+/** This process's CPU time so far (user + system), in ms. */
+export function cpuMs(): { ms: number } {
+  const { user, system } = process.cpuUsage()
+  return { ms: (user + system) / 1000 }
+}
