@@ -79,6 +79,26 @@ export const messagesProjection: Projection = {
     }
   },
 
+  // A rebuild in three statements instead of a round trip and a parse per
+  // event in Node: the same columns apply() writes, taken from the log in SQL.
+  async replayBelow(tx, xmin) {
+    const { numAffectedRows } = await sql`
+      insert into messages (chat_id, version, event_id, sender, content, sent_at)
+      select data ->> 'chatId', stream_version, event_id, data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz
+      from events
+      where event_type = 'MessageSent' and transaction_id < ${xmin}::xid8
+    `.execute(tx)
+    const { rows: heads } = await sql<{ chatId: string; version: number }>`
+      insert into chats (chat_id, version, last_sender, last_sent_at)
+      select distinct on (chat_id) chat_id, version, sender, sent_at from messages order by chat_id, version desc
+      returning chat_id as "chatId", version
+    `.execute(tx)
+    for (const payload of notificationPayloads(heads.map((head) => ({ chatId: head.chatId, version: Number(head.version) })))) {
+      await sql`select pg_notify(${MESSAGES_CHANNEL}, ${payload})`.execute(tx)
+    }
+    return Number(numAffectedRows ?? 0)
+  },
+
   async reset(tx: Tx) {
     // DELETE, not TRUNCATE: readers keep seeing the old rows (MVCC) until the
     // rebuild commits, instead of queueing behind an exclusive lock.
