@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/database.js'
-import type { Tx } from '../event-store/event-store.js'
+import type { StoredEvent, Tx } from '../event-store/event-store.js'
 import type { LoggedEvent, Projection } from '../projector/projector.js'
 import type { MessageSent } from './chat.js'
 
@@ -25,7 +25,7 @@ export const MESSAGES_CHANNEL = 'messages'
 /** pg_notify payloads must stay under 8000 bytes. */
 const MAX_PAYLOAD = 7000
 
-export function toMessage(event: LoggedEvent): Message | undefined {
+export function toMessage(event: StoredEvent): Message | undefined {
   if (event.type !== 'MessageSent') return undefined
   const data = event.data as MessageSent['data']
   return { chatId: data.chatId, version: event.version, eventId: event.eventId, sender: data.sender, content: data.content, sentAt: new Date(data.sentAt) }
