@@ -210,9 +210,10 @@ async function fanOut(label: string, url: string, server: Child<unknown>, stream
     for (let round = 0; round <= SIZES.p3Rounds; round++) {
       const stamp = nowMs()
       await publish(stamp)
-      const delivery = await clients.ask<{ count: number; last: number; timedOut?: boolean }>({ type: 'waitFor', stamp: stamp.toFixed(3), expected: opened.connected })
+      // The stamp as the subscribers parse it back from the message text.
+      const delivery = await clients.ask<{ count: number; last: number; timedOut?: boolean }>({ type: 'waitFor', stamp: Number(stamp.toFixed(3)), expected: opened.connected })
       if (delivery.timedOut) notes.push(`P3 ${label}: only ${delivery.count} of ${opened.connected} got message ${round}`)
-      if (round > 0) times.push(delivery.last - stamp)
+      else if (round > 0) times.push(delivery.last - stamp)
       await sleep(300)
     }
     const perConnection = (after.rss - before.rss) / Math.max(1, opened.connected)

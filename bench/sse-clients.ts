@@ -100,7 +100,7 @@ serveParent(
     },
     /** Resolves when `expected` streams have the message stamped `stamp`: when the last one got it. */
     async waitFor(message) {
-      const key = `${message.stamp}`
+      const key = `${Number(message.stamp)}`
       const expected = message.expected as number
       const timeoutMs = (message.timeoutMs as number) ?? 30_000
       const existing = deliveries.get(key)
