@@ -92,6 +92,10 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     onAppended: (events) => {
       metrics.eventsAppended(events)
+      // Committed is final: this node's subscribers need not wait for the
+      // projection. The hub still only continues unbroken runs, and a
+      // subscriber catching up from the table waits for the rows to show.
+      hub.offer(events.map(toMessage).filter((message): message is Message => message !== undefined))
       projector.wake()
       notifyEvents.hint()
     },

@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/database.js'
-import type { Tx } from '../event-store/event-store.js'
-import type { LoggedEvent, Projection } from '../projector/projector.js'
+import type { StoredEvent, Tx } from '../event-store/event-store.js'
+import type { Projection } from '../projector/projector.js'
 import type { MessageSent } from './chat.js'
 
 /** A message as the read side shows it. */
@@ -25,7 +25,7 @@ export const MESSAGES_CHANNEL = 'messages'
 /** pg_notify payloads must stay under 8000 bytes. */
 const MAX_PAYLOAD = 7000
 
-export function toMessage(event: LoggedEvent): Message | undefined {
+export function toMessage(event: StoredEvent): Message | undefined {
   if (event.type !== 'MessageSent') return undefined
   const data = event.data as MessageSent['data']
   return { chatId: data.chatId, version: event.version, eventId: event.eventId, sender: data.sender, content: data.content, sentAt: new Date(data.sentAt) }
@@ -77,6 +77,26 @@ export const messagesProjection: Projection = {
     for (const payload of notificationPayloads(heads)) {
       await sql`select pg_notify(${MESSAGES_CHANNEL}, ${payload})`.execute(tx)
     }
+  },
+
+  // A rebuild in three statements instead of a round trip and a parse per
+  // event in Node: the same columns apply() writes, taken from the log in SQL.
+  async replayBelow(tx, xmin) {
+    const { numAffectedRows } = await sql`
+      insert into messages (chat_id, version, event_id, sender, content, sent_at)
+      select data ->> 'chatId', stream_version, event_id, data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz
+      from events
+      where event_type = 'MessageSent' and transaction_id < ${xmin}::xid8
+    `.execute(tx)
+    const { rows: heads } = await sql<{ chatId: string; version: number }>`
+      insert into chats (chat_id, version, last_sender, last_sent_at)
+      select distinct on (chat_id) chat_id, version, sender, sent_at from messages order by chat_id, version desc
+      returning chat_id as "chatId", version
+    `.execute(tx)
+    for (const payload of notificationPayloads(heads.map((head) => ({ chatId: head.chatId, version: Number(head.version) })))) {
+      await sql`select pg_notify(${MESSAGES_CHANNEL}, ${payload})`.execute(tx)
+    }
+    return Number(numAffectedRows ?? 0)
   },
 
   async reset(tx: Tx) {

@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache'
 import type { DB } from '../db/database.js'
 import {
   append,
+  appendAtVersions,
   ConcurrencyConflict,
   findCommand,
   lockStreams,
@@ -125,7 +126,8 @@ export class SendMessageHandler {
   private async run(jobs: Job[]): Promise<void> {
     const streamIds = [...new Set(jobs.map((job) => streamIdOf(job.command.data.chatId)))]
     try {
-      const { outcomes, states, appended } = await this.db.transaction().execute((tx) => this.decideAndAppend(tx, jobs, streamIds))
+      const { outcomes, states, appended } =
+        (await this.appendOnCachedStates(jobs, streamIds)) ?? (await this.db.transaction().execute((tx) => this.decideAndAppend(tx, jobs, streamIds)))
       for (const [streamId, state] of states) this.cache.set(streamId, state)
       if (appended.length > 0) this.onAppended(appended)
       jobs.forEach((job, index) => {
@@ -175,11 +177,39 @@ export class SendMessageHandler {
     job.reject(error)
   }
 
+  /**
+   * The common case, in one round trip: every chat of the batch has a cached
+   * state, so decide on those and let the database check, under the stream
+   * locks, that they are current (appendAtVersions). Undefined, with nothing
+   * written, when a chat is not cached or moved meanwhile (another node
+   * wrote): then the transactional path reads what is new and decides again.
+   */
+  private async appendOnCachedStates(jobs: Job[], streamIds: string[]) {
+    const states = new Map<string, Chat>()
+    for (const streamId of streamIds) {
+      const cached = this.cache.get(streamId)
+      if (!cached) return undefined
+      states.set(streamId, cached)
+    }
+    const versions = new Map([...states].map(([streamId, state]) => [streamId, state.version]))
+    const { outcomes, appends } = this.decideAll(jobs, states)
+    const all = streamIds.map((streamId) => appends.get(streamId) ?? { streamId, streamType: STREAM_TYPE, expectedVersion: versions.get(streamId)!, events: [] })
+    const result = await appendAtVersions(this.db, all)
+    if ('moved' in result) return undefined
+    return { outcomes, states, appended: result.stored }
+  }
+
   private async decideAndAppend(tx: Tx, jobs: Job[], streamIds: string[]) {
     await lockStreams(tx, streamIds)
     const versions = await readVersions(tx, streamIds)
     const states = await this.currentStates(tx, streamIds, versions, jobs[0]!.command.metadata.now)
+    const { outcomes, appends } = this.decideAll(jobs, states)
+    const appended = await append(tx, [...appends.values()])
+    return { outcomes, states, appended }
+  }
 
+  /** Decides each command in arrival order, folding accepted events into `states` as it goes. */
+  private decideAll(jobs: Job[], states: Map<string, Chat>): { outcomes: Outcome[]; appends: Map<string, StreamAppend> } {
     const appends = new Map<string, StreamAppend>()
     const outcomes: Outcome[] = jobs.map(({ command }) => {
       const streamId = streamIdOf(command.data.chatId)
@@ -200,8 +230,7 @@ export class SendMessageHandler {
         }
       }
     })
-    const appended = await append(tx, [...appends.values()])
-    return { outcomes, states, appended }
+    return { outcomes, appends }
   }
 
   /**

@@ -153,8 +153,55 @@ export async function append(tx: Tx, appends: StreamAppend[]): Promise<StoredEve
   `.execute(tx)
   if (Number(rows[0]!.moved) !== nonEmpty.length) throw new ConcurrencyConflict(nonEmpty.map((a) => a.streamId))
 
+  const stored = toStore(nonEmpty)
+  await sql`
+    insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
+    select * from unnest(
+      ${stored.map((e) => e.streamId)}::text[],
+      ${stored.map((e) => e.version)}::bigint[],
+      ${stored.map((e) => e.eventId)}::uuid[],
+      ${stored.map((e) => e.type)}::text[],
+      ${stored.map((e) => JSON.stringify(e.data))}::jsonb[],
+      ${stored.map((e) => JSON.stringify(e.metadata))}::jsonb[]
+    )
+  `.execute(tx)
+  return stored
+}
+
+/**
+ * Appends in ONE round trip when the caller knows each stream's version
+ * already (a cached state): the `append_events` function locks the streams,
+ * checks every expected version and inserts, in one autocommit call. Every
+ * stream of the batch is listed, also those that get no event, so that
+ * decisions made on a cached state (duplicates, rate limits) are checked
+ * against the log as well.
+ *
+ * Nothing is written when a stream moved: `moved` then holds each moved
+ * stream's current version, and the caller reloads and decides again.
+ */
+export async function appendAtVersions(db: DB, appends: StreamAppend[]): Promise<{ stored: StoredEvent[] } | { moved: Map<string, number> }> {
+  const stored = toStore(appends)
+  const { rows } = await sql<{ moved_stream_id: string; current_version: number }>`
+    select * from append_events(
+      ${appends.map((a) => a.streamId)}::text[],
+      ${appends.map((a) => a.streamType)}::text[],
+      ${appends.map((a) => a.expectedVersion)}::bigint[],
+      ${appends.map((a) => a.events.length)}::bigint[],
+      ${stored.map((e) => e.streamId)}::text[],
+      ${stored.map((e) => e.version)}::bigint[],
+      ${stored.map((e) => e.eventId)}::uuid[],
+      ${stored.map((e) => e.type)}::text[],
+      ${stored.map((e) => JSON.stringify(e.data))}::jsonb[],
+      ${stored.map((e) => JSON.stringify(e.metadata))}::jsonb[]
+    )
+  `.execute(db)
+  if (rows.length > 0) return { moved: new Map(rows.map((row) => [row.moved_stream_id, Number(row.current_version)])) }
+  return { stored }
+}
+
+function toStore(appends: StreamAppend[]): StoredEvent[] {
   const stored: StoredEvent[] = []
-  for (const { streamId, expectedVersion, events } of nonEmpty) {
+  for (const { streamId, expectedVersion, events } of appends) {
     events.forEach((event, index) => {
       stored.push({
         streamId,
@@ -167,17 +214,6 @@ export async function append(tx: Tx, appends: StreamAppend[]): Promise<StoredEve
       })
     })
   }
-  await sql`
-    insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
-    select * from unnest(
-      ${stored.map((e) => e.streamId)}::text[],
-      ${stored.map((e) => e.version)}::bigint[],
-      ${stored.map((e) => e.eventId)}::uuid[],
-      ${stored.map((e) => e.type)}::text[],
-      ${stored.map((e) => JSON.stringify(e.data))}::jsonb[],
-      ${stored.map((e) => JSON.stringify(e.metadata))}::jsonb[]
-    )
-  `.execute(tx)
   return stored
 }
 

@@ -11,6 +11,12 @@ const DAY = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', t
 
 /** Shared by every template, so a message looks the same in the page, a POST reply and the live stream. */
 export const helpers = {
+  /**
+   * The message partial, compiled once. Pages loop over this rather than
+   * `include`: each EJS include resolves its path with a filesystem check, and
+   * 50 of them were 20% of a chat page's CPU time.
+   */
+  messageHtml: (message: Message): string => (messageTemplate ??= compileMessage())({ ...helpers, message }),
   shortTime: (date: Date) => TIME.format(date),
   fullTime: (date: Date) => FULL.format(date),
   isoTime: (date: Date) => date.toISOString(),
@@ -20,6 +26,10 @@ export const helpers = {
   when: (date: Date, now = new Date()) =>
     date.toISOString().slice(0, 10) === now.toISOString().slice(0, 10) ? TIME.format(date) : `${DAY.format(date)} ${TIME.format(date)}`,
 }
+
+const MESSAGE_FILE = VIEWS_DIR + 'partials/_message.ejs'
+let messageTemplate: ejs.TemplateFunction | undefined
+const compileMessage = () => ejs.compile(readFileSync(MESSAGE_FILE, 'utf8'), { filename: MESSAGE_FILE })
 
 /**
  * Express view engine: pages are wrapped in layout.ejs; anything under
@@ -44,6 +54,5 @@ export function partialRenderer<Locals extends object>(name: string): (locals: L
 
 /** The message partial compiled once; the hub renders each message with it exactly once per node. */
 export function messageRenderer(): (message: Message) => string {
-  const render = partialRenderer<{ message: Message }>('_message')
-  return (message) => render({ message })
+  return (message) => helpers.messageHtml(message).trim()
 }

@@ -15,6 +15,12 @@ export interface Projection {
   apply(tx: Tx, events: LoggedEvent[]): Promise<void>
   /** Empties the read model, inside the rebuild's transaction. */
   reset(tx: Tx): Promise<void>
+  /**
+   * Optional, for rebuilds: projects every event whose transaction id is
+   * below `xmin` into the emptied read model in set-based SQL, producing the
+   * rows `apply` would have, and returns how many events it projected.
+   */
+  replayBelow?(tx: Tx, xmin: string): Promise<number>
 }
 
 export interface ProjectorProps {
@@ -168,6 +174,20 @@ export class Projector {
       await this.projection.reset(tx)
       let from: Checkpoint = { txid: '0', gp: 0 }
       let total = 0
+      if (this.projection.replayBelow) {
+        // One horizon for both statements: each statement takes a new snapshot.
+        const { rows } = await sql<{ xmin: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.execute(tx)
+        const xmin = rows[0]!.xmin
+        total = await this.projection.replayBelow(tx, xmin)
+        const last = await sql<{ txid: string; gp: number }>`
+          select transaction_id::text as txid, global_position as gp from events
+          where transaction_id < ${xmin}::xid8
+          order by transaction_id desc, global_position desc
+          limit 1
+        `.execute(tx)
+        if (last.rows[0]) from = { txid: last.rows[0].txid, gp: Number(last.rows[0].gp) }
+        onProgress?.(total)
+      }
       for (;;) {
         const batch = await readCommitted(tx, from, batchSize)
         if (batch.length === 0) break

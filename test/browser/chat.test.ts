@@ -126,6 +126,8 @@ describe('chatting in the browser', () => {
     await waitForMessage(ada.page, 'ime', 1)
     // Counted at the browser: the repeats would share a commandId, so the log alone could not tell.
     assert.deepEqual(posts, [`${node.url}/chats/ime/messages`], 'exactly one POST, from the Enter that was not composing')
+    // The stream delivers at commit; the read model follows a moment later.
+    await waitForProjection(node, 'ime', 1)
     const rows = await node.db.selectFrom('messages').select(['version', 'content']).where('chat_id', '=', 'ime').execute()
     assert.deepEqual(rows.map((row) => row.content), ['にほんご'], 'one message, sent by the Enter that was not composing')
     assertNoProblems(ada)

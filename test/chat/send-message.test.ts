@@ -180,6 +180,19 @@ describe('SendMessageHandler', () => {
     await assert.rejects(new SendMessageHandler({ db: node.db }).send(invalid), /chat name/)
   })
 
+  test('a cached state that another writer moved past is noticed: the command is decided again on the new events', async () => {
+    const a = new SendMessageHandler({ db: node.db })
+    const b = new SendMessageHandler({ db: node.db })
+    const now = new Date()
+    assert.equal((await a.send(command('two-writers', 'ann', now))).version, 1)
+    for (let i = 0; i < RATE_LIMIT; i++) await b.send(command('two-writers', 'bob', now))
+    // a's cache still says version 1 and knows nothing of bob's sends.
+    assert.equal((await a.send(command('two-writers', 'ann', now))).version, RATE_LIMIT + 2)
+    const viaB = await b.send(command('two-writers', 'carol', now, 'sent-through-b'))
+    assert.deepEqual(await a.send(command('two-writers', 'carol', now, 'sent-through-b')), { ...viaB, duplicate: true })
+    await assert.rejects(a.send(command('two-writers', 'bob', now)), (error: Error & { status?: number }) => error.status === 429)
+    assert.equal(await eventCount('two-writers'), RATE_LIMIT + 3)
+  })
 })
 
 describe('events table', () => {

@@ -1,0 +1,40 @@
+/**
+ * A Live Tea node in its own process, for the load generator to measure from
+ * outside. Also serves a bare Express route on a second port in this same
+ * process: P4's baseline, so the page and its baseline share one runtime.
+ */
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import { startNode } from '../src/server.js'
+import { cpuMs, serveParent, settledRss } from './lib/processes.js'
+
+const env = process.env
+const node = await startNode({
+  databaseUrl: env.BENCH_DATABASE_URL!,
+  sessionSecret: 'bench-session-secret',
+  host: '127.0.0.1',
+  port: 0,
+  ...(env.BENCH_POOL_SIZE ? { poolSize: Number(env.BENCH_POOL_SIZE) } : {}),
+  log: (level, message, error) => {
+    if (level !== 'info') console.error(`[app ${level}] ${message}`, error ?? '')
+  },
+})
+
+const bare = express()
+bare.disable('x-powered-by')
+bare.get('/bare', (_req, res) => void res.send('<!doctype html><p>hello</p>'))
+const bareServer = createServer(bare)
+await new Promise<void>((resolve) => bareServer.listen(0, '127.0.0.1', resolve))
+
+serveParent(
+  { url: node.url, bareUrl: `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}` },
+  {
+    rss: () => ({ rss: settledRss(), subscribers: node.hub.subscriberCount }),
+    cpu: () => cpuMs(),
+  },
+  async () => {
+    bareServer.close()
+    await node.stop()
+  },
+)

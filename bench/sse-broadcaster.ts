@@ -1,0 +1,53 @@
+/**
+ * P3's baseline: a plain node:http Server-Sent Events broadcaster. GET
+ * /events subscribes; POST /publish writes one frame of the same shape and
+ * size as the app's message fragment to every subscriber, in a plain loop.
+ */
+import { createServer, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { serveParent, settledRss } from './lib/processes.js'
+
+const subscribers = new Set<ServerResponse>()
+let version = 0
+
+const server = createServer((req, res) => {
+  if (req.method === 'GET' && req.url?.startsWith('/events')) {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' })
+    res.write('retry: 1000\n\n')
+    req.socket.setNoDelay(true)
+    subscribers.add(res)
+    res.on('close', () => subscribers.delete(res))
+    return
+  }
+  if (req.method === 'POST' && req.url === '/publish') {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (chunk) => (body += chunk))
+    req.on('end', () => {
+      const content = new URLSearchParams(body).get('content') ?? ''
+      version++
+      const frame =
+        `id: ${version}\n` +
+        `data: <article class="message" id="message-fan-${version}" data-sender="sunny-otter-42">\n` +
+        `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}" title="Thursday, 27 November 2025 at 10:00:00 UTC">10:00</time></header>\n` +
+        `data:   <p class="content">${content}</p>\n` +
+        `data: </article>\n\n`
+      for (const subscriber of subscribers) subscriber.write(frame)
+      res.writeHead(204).end()
+    })
+    return
+  }
+  res.writeHead(404).end()
+})
+server.keepAliveTimeout = 5_000
+await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+
+serveParent(
+  { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` },
+  { rss: () => ({ rss: settledRss(), subscribers: subscribers.size }) },
+  async () => {
+    for (const subscriber of subscribers) subscriber.end()
+    server.close()
+    server.closeAllConnections()
+  },
+)

@@ -1,0 +1,134 @@
+/**
+ * Many Server-Sent Events subscribers in one process, apart from the server
+ * and the poster. Sockets are spread over 127.0.0.x source addresses (one
+ * address has about 28k ephemeral ports, and this keeps well clear of that).
+ *
+ * Every event's arrival is compared with the send time the poster wrote into
+ * the message (`t=<ms>`), on the clock that all processes share.
+ */
+import http from 'node:http'
+import { serveParent } from './lib/processes.js'
+import { nowMs, percentile, Samples } from './lib/stats.js'
+
+interface Delivery {
+  count: number
+  stamp: number
+  last: number
+}
+
+const clients = new Set<http.ClientRequest>()
+let latencies = new Samples()
+const deliveries = new Map<string, Delivery>()
+let connected = 0
+let waiters: { id: string; expected: number; resolve: (d: Delivery) => void }[] = []
+const STAMP = /t=(\d+(?:\.\d+)?)/
+
+function onEvent(text: string, at: number): void {
+  const match = STAMP.exec(text)
+  if (!match) return
+  const stamp = Number(match[1])
+  latencies.push(at - stamp)
+  const key = `${stamp}`
+  let delivery = deliveries.get(key)
+  if (!delivery) deliveries.set(key, (delivery = { count: 0, stamp, last: 0 }))
+  delivery.count++
+  delivery.last = at
+  if (waiters.length > 0) {
+    waiters = waiters.filter((waiter) => {
+      if (waiter.id !== key || delivery.count < waiter.expected) return true
+      waiter.resolve(delivery)
+      return false
+    })
+  }
+}
+
+function open(url: string, localAddress: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const request = http.get(url, { agent: false, localAddress, headers: { accept: 'text/event-stream' } }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume()
+        return resolve(false)
+      }
+      res.setEncoding('utf8')
+      let buffer = ''
+      let first = true
+      res.on('data', (chunk: string) => {
+        const at = nowMs()
+        buffer += chunk
+        let end: number
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          onEvent(buffer.slice(0, end), at)
+          buffer = buffer.slice(end + 2)
+        }
+        if (first) {
+          first = false
+          connected++
+          resolve(true)
+        }
+      })
+      res.on('close', () => {
+        if (clients.delete(request) && !first) connected--
+      })
+    })
+    request.on('error', () => {
+      clients.delete(request)
+      resolve(false)
+    })
+    clients.add(request)
+  })
+}
+
+serveParent(
+  {},
+  {
+    /** Opens `count` streams (round-robin over `urls`), `concurrency` connects at a time. */
+    async open(message) {
+      const urls = message.urls as string[]
+      const count = message.count as number
+      const addresses = (message.addresses as number) ?? 1
+      const concurrency = (message.concurrency as number) ?? 100
+      let next = 0
+      let failed = 0
+      const worker = async () => {
+        while (next < count) {
+          const i = next++
+          if (!(await open(urls[i % urls.length]!, `127.0.0.${2 + (i % addresses)}`))) failed++
+        }
+      }
+      await Promise.all(Array.from({ length: concurrency }, worker))
+      return { connected, failed }
+    },
+    /** Resolves when `expected` streams have the message stamped `stamp`: when the last one got it. */
+    async waitFor(message) {
+      const key = `${Number(message.stamp)}`
+      const expected = message.expected as number
+      const timeoutMs = (message.timeoutMs as number) ?? 30_000
+      const existing = deliveries.get(key)
+      if (existing && existing.count >= expected) return { ...existing }
+      return await new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((waiter) => waiter.id !== key)
+          resolve({ ...(deliveries.get(key) ?? { count: 0, stamp: Number(key), last: NaN }), timedOut: true })
+        }, timeoutMs)
+        waiters.push({ id: key, expected, resolve: (delivery) => (clearTimeout(timer), resolve({ ...delivery })) })
+      })
+    },
+    /** Latency percentiles since the last reset, then reset. */
+    latencies() {
+      const sorted = latencies.sorted()
+      latencies = new Samples()
+      deliveries.clear()
+      return { count: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted[sorted.length - 1] ?? NaN }
+    },
+    status: () => ({ connected }),
+    closeAll() {
+      for (const request of clients) request.destroy()
+      clients.clear()
+      connected = 0
+      return {}
+    },
+  },
+  async () => {
+    for (const request of clients) request.destroy()
+  },
+)
