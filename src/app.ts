@@ -7,6 +7,7 @@ import { rateLimit } from 'express-rate-limit'
 import type { DB } from './db/database.js'
 import type { SendMessageHandler } from './chat/send-message.js'
 import type { Hub } from './live/hub.js'
+import type { ProjectionWatch } from './chat/projection-watch.js'
 import { chatRoutes } from './chat/routes.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
@@ -19,6 +20,8 @@ export interface AppDeps {
   db: DB
   sendMessage: SendMessageHandler
   hub: Hub
+  /** Lets a plain form post wait for its message to be projected before redirecting. */
+  projectionWatch: ProjectionWatch
   /** Signs session cookies; every node behind one load balancer needs the same one. */
   sessionSecret: string
   /** `auto`: Secure cookies when the request came over TLS (see trustProxy). */
@@ -56,18 +59,36 @@ declare module 'express-serve-static-core' {
   }
 }
 
+const NONCE_BYTES = 16
+let randomPool = Buffer.alloc(0)
+let poolOffset = 0
+
+/** A fresh CSP nonce, cut from a pool of random bytes refilled 256 nonces at a time (one syscall instead of one per request). */
+function nonce(): string {
+  if (poolOffset + NONCE_BYTES > randomPool.length) {
+    randomPool = randomBytes(NONCE_BYTES * 256)
+    poolOffset = 0
+  }
+  poolOffset += NONCE_BYTES
+  return randomPool.toString('base64url', poolOffset - NONCE_BYTES, poolOffset)
+}
+
 export function createApp(deps: AppDeps): express.Express {
   const app = express()
   app.disable('x-powered-by')
+  // Every page and fragment is rendered for its request: an ETag (a hash of each body) would never match.
+  app.set('etag', false)
   app.set('trust proxy', deps.trustProxy ?? false)
   app.set('views', VIEWS_DIR)
   app.set('view engine', 'ejs')
   app.engine('ejs', renderView)
+  // Templates do not change while the app runs: resolve each view file once, not with a stat per render.
+  app.enable('view cache')
 
   if (deps.ops) app.use(deps.ops.metrics.requestTimer())
   app.use(requestLogger(deps.logger ?? SILENT_LOGGER))
   app.use((req, res, next) => {
-    res.locals.nonce = randomBytes(16).toString('base64url')
+    res.locals.nonce = nonce()
     res.locals.requestId = String(req.id)
     next()
   })
@@ -123,7 +144,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, hub: deps.hub, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, hub: deps.hub, projectionWatch: deps.projectionWatch, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

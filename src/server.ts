@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import type pg from 'pg'
 import { createApp } from './app.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, toMessage, type Message } from './chat/messages-projection.js'
+import { ProjectionWatch } from './chat/projection-watch.js'
 import { SendMessageHandler } from './chat/send-message.js'
 import { createDb, createPool } from './db/connect.js'
 import type { DB } from './db/database.js'
@@ -70,6 +71,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const db = createDb(pool)
   await migrateToLatest(db)
 
+  const projectionWatch = new ProjectionWatch()
   const hub = new Hub({
     db,
     render: messageRenderer(),
@@ -81,9 +83,13 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     projection: messagesProjection,
     // This node's own subscribers get new messages without waiting for the NOTIFY round trip.
-    onProjected: (events, durationMs) => {
-      metrics.batchProjected(events, durationMs)
-      hub.offer(events.map(toMessage).filter((message): message is Message => message !== undefined))
+    onProjected: (batch, durationMs) => {
+      metrics.batchProjected(batch.count, durationMs)
+      // This node's hub and waiting requests hear of it without the NOTIFY round trip.
+      for (const [chatId, version] of batch.heads) {
+        projectionWatch.projected(chatId, version)
+        hub.notify(chatId, version)
+      }
     },
     onError: (error) => log('error', 'projector', error),
   })
@@ -110,7 +116,10 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   })
   listener.on('notification', (channel: string, payload: string) => {
     if (channel === EVENTS_CHANNEL) return projector.wake()
-    for (const [chatId, version] of parseNotification(payload)) hub.notify(chatId, version)
+    for (const [chatId, version] of parseNotification(payload)) {
+      projectionWatch.projected(chatId, version)
+      hub.notify(chatId, version)
+    }
   })
   // Notifications sent while disconnected are gone: catch up on every (re)connect.
   listener.on('connected', () => {
@@ -140,6 +149,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     sendMessage,
     hub,
+    projectionWatch,
     sessionSecret: props.sessionSecret,
     trustProxy: props.trustProxy,
     postsPerMinutePerAddress: props.postsPerMinutePerAddress,

@@ -87,9 +87,11 @@ export async function openLoop(origin: string, { rate, durationMs, connections, 
 }
 
 export const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
+/** What the chat page's composer sends (htmx): a form post answered with a fresh composer, as browsers with JavaScript do. */
+export const COMPOSER = { ...FORM, 'hx-request': 'true' }
 
 /** A message form post stamped with its send time, so a subscriber can tell how long it took. */
 export function stampedPost(chatId: string, extra = ''): RequestSpec & { stamp: number } {
   const stamp = nowMs()
-  return { method: 'POST', path: `/chats/${chatId}/messages`, headers: FORM, body: `content=t%3D${stamp.toFixed(3)}${extra}&commandId=${randomUUID()}`, stamp }
+  return { method: 'POST', path: `/chats/${chatId}/messages`, headers: COMPOSER, body: `content=t%3D${stamp.toFixed(3)}${extra}&commandId=${randomUUID()}`, stamp }
 }

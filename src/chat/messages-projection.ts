@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/database.js'
 import type { StoredEvent, Tx } from '../event-store/event-store.js'
-import type { Projection } from '../projector/projector.js'
+import { committedAfter, type Projection } from '../projector/projector.js'
 import type { MessageSent } from './chat.js'
 
 /** A message as the read side shows it. */
@@ -32,71 +32,51 @@ export function toMessage(event: StoredEvent): Message | undefined {
 }
 
 /**
- * The `messages` read model (and one `chats` row per chat). After each batch
- * it notifies `messages` with each touched chat's highest version, never the
- * bodies: listeners read what they need.
+ * The `messages` read model (and one `chats` row per chat), projected in
+ * SQL: one statement per batch reads the committed events, writes their
+ * messages and moves each chat's row. After each batch it notifies
+ * `messages` with each touched chat's highest version, never the bodies:
+ * listeners read what they need.
  */
 export const messagesProjection: Projection = {
   name: 'messages',
 
-  async apply(tx, events) {
-    const messages = events.map(toMessage).filter((message): message is Message => message !== undefined)
-    if (messages.length === 0) return
-    await sql`
-      insert into messages (chat_id, version, event_id, sender, content, sent_at)
-      select * from unnest(
-        ${messages.map((m) => m.chatId)}::text[],
-        ${messages.map((m) => m.version)}::bigint[],
-        ${messages.map((m) => m.eventId)}::uuid[],
-        ${messages.map((m) => m.sender)}::text[],
-        ${messages.map((m) => m.content)}::text[],
-        ${messages.map((m) => m.sentAt.toISOString())}::timestamptz[]
+  async project(tx, after, limit) {
+    const { rows } = await sql<{ count: number; last_txid: string | null; last_gp: number | null; heads: [string, number][] }>`
+      with batch as (${committedAfter(after, limit)}),
+      projected as (
+        insert into messages (chat_id, version, event_id, sender, content, sent_at)
+        select data ->> 'chatId', stream_version, event_id, data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz
+        from batch
+        where event_type = 'MessageSent'
+        on conflict (chat_id, version) do update
+          set event_id = excluded.event_id, sender = excluded.sender, content = excluded.content, sent_at = excluded.sent_at
+        returning chat_id, version, sender, sent_at
+      ),
+      heads as (
+        select distinct on (chat_id) chat_id, version, sender, sent_at from projected order by chat_id, version desc
+      ),
+      moved as (
+        insert into chats (chat_id, version, last_sender, last_sent_at)
+        select chat_id, version, sender, sent_at from heads
+        on conflict (chat_id) do update
+          set version = excluded.version, last_sender = excluded.last_sender, last_sent_at = excluded.last_sent_at
+          where chats.version < excluded.version
       )
-      on conflict (chat_id, version) do update
-        set event_id = excluded.event_id, sender = excluded.sender, content = excluded.content, sent_at = excluded.sent_at
+      select
+        (select count(*) from batch)::int as count,
+        last.transaction_id::text as last_txid,
+        last.global_position as last_gp,
+        (select coalesce(json_agg(json_build_array(chat_id, version)), '[]') from heads) as heads
+      from (select 1) as one
+      left join lateral (select transaction_id, global_position from batch order by transaction_id desc, global_position desc limit 1) as last on true
     `.execute(tx)
-
-    const latest = new Map<string, Message>()
-    for (const message of messages) {
-      if ((latest.get(message.chatId)?.version ?? 0) < message.version) latest.set(message.chatId, message)
-    }
-    const heads = [...latest.values()]
-    await sql`
-      insert into chats (chat_id, version, last_sender, last_sent_at)
-      select * from unnest(
-        ${heads.map((m) => m.chatId)}::text[],
-        ${heads.map((m) => m.version)}::bigint[],
-        ${heads.map((m) => m.sender)}::text[],
-        ${heads.map((m) => m.sentAt.toISOString())}::timestamptz[]
-      )
-      on conflict (chat_id) do update
-        set version = excluded.version, last_sender = excluded.last_sender, last_sent_at = excluded.last_sent_at
-        where chats.version < excluded.version
-    `.execute(tx)
-
-    for (const payload of notificationPayloads(heads)) {
+    const row = rows[0]!
+    const heads = new Map(row.heads.map(([chatId, version]) => [chatId, Number(version)]))
+    for (const payload of notificationPayloads([...heads].map(([chatId, version]) => ({ chatId, version })))) {
       await sql`select pg_notify(${MESSAGES_CHANNEL}, ${payload})`.execute(tx)
     }
-  },
-
-  // A rebuild in three statements instead of a round trip and a parse per
-  // event in Node: the same columns apply() writes, taken from the log in SQL.
-  async replayBelow(tx, xmin) {
-    const { numAffectedRows } = await sql`
-      insert into messages (chat_id, version, event_id, sender, content, sent_at)
-      select data ->> 'chatId', stream_version, event_id, data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz
-      from events
-      where event_type = 'MessageSent' and transaction_id < ${xmin}::xid8
-    `.execute(tx)
-    const { rows: heads } = await sql<{ chatId: string; version: number }>`
-      insert into chats (chat_id, version, last_sender, last_sent_at)
-      select distinct on (chat_id) chat_id, version, sender, sent_at from messages order by chat_id, version desc
-      returning chat_id as "chatId", version
-    `.execute(tx)
-    for (const payload of notificationPayloads(heads.map((head) => ({ chatId: head.chatId, version: Number(head.version) })))) {
-      await sql`select pg_notify(${MESSAGES_CHANNEL}, ${payload})`.execute(tx)
-    }
-    return Number(numAffectedRows ?? 0)
+    return { count: row.count, last: row.last_txid === null ? undefined : { txid: row.last_txid, gp: Number(row.last_gp) }, heads }
   },
 
   async reset(tx: Tx) {

@@ -6,13 +6,15 @@ import { parseName, setSession } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
 import { dataFrame, HubFullError, type Hub, type StreamFrames } from '../live/hub.js'
 import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
-import { headVersion, messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import { messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import type { ProjectionWatch } from './projection-watch.js'
 import type { SendMessageHandler } from './send-message.js'
 
 export interface ChatRoutesDeps {
   db: DB
   sendMessage: SendMessageHandler
   hub: Hub
+  projectionWatch: ProjectionWatch
   secureCookies: 'auto' | boolean
   clock: () => Date
 }
@@ -21,10 +23,13 @@ export const PAGE_SIZE = 50
 const VERSION_PATTERN = /^\d{1,15}$/
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, sendMessage, hub, projectionWatch, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
   const pageFrames = connectionFrames()
+  // The composer answers every htmx post: compiled once, not looked up and rendered through the view engine each time.
+  const renderComposer = partialRenderer<{ chatId: string; composer: Composer; nonce: string }>('_composer')
+  const sendComposer = (res: Response, chatId: string, composer: Composer) => void res.type('html').send(renderComposer({ chatId, composer, nonce: res.locals.nonce }))
 
   router.get('/', async (req, res) => {
     // "Change" on a chat page comes here with its room filled in, so a new name lands back in that room.
@@ -68,8 +73,8 @@ export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatR
     try {
       const { version } = await sendMessage.send(command)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
-      if (req.get('hx-request')) return res.render('partials/_composer', { chatId, composer: freshComposer() })
-      await untilProjected(db, chatId, version)
+      if (req.get('hx-request')) return sendComposer(res, chatId, freshComposer())
+      await projectionWatch.until(db, chatId, version, PROJECTION_WAIT_MS)
       res.redirect(303, `/chats/${chatId}`)
     } catch (error) {
       if (!(error instanceof Rejection) || wantsJson(req) || !CHAT_ID_PATTERN.test(chatId)) return next(error)
@@ -77,7 +82,7 @@ export function chatRoutes({ db, sendMessage, hub, secureCookies, clock }: ChatR
       res.status(error.status)
       if (error.retryAfterSeconds) res.set('Retry-After', String(error.retryAfterSeconds))
       const composer = { content, commandId, error: error.message }
-      if (req.get('hx-request')) return res.render('partials/_composer', { chatId, composer })
+      if (req.get('hx-request')) return sendComposer(res, chatId, composer)
       res.render('chat', await chatPage(chatId, res, composer))
     }
   })
@@ -143,21 +148,14 @@ function connectionFrames(): StreamFrames {
   }
 }
 
-const PROJECTION_WAIT_MS = 3_000
-
 /**
  * Read-your-writes for a plain form post. Its 303 leads to a page rendered
  * from the read model, which the projector fills milliseconds after the
  * append; a page without JavaScript has no stream to bring the message later.
- * So wait, bounded, until the message is projected. Past the bound the message
- * is still safe in the log and shows on the next load.
+ * So the redirect waits, bounded, until the message is projected. Past the
+ * bound the message is still safe in the log and shows on the next load.
  */
-async function untilProjected(db: DB, chatId: string, version: number): Promise<void> {
-  const deadline = Date.now() + PROJECTION_WAIT_MS
-  while ((await headVersion(db, chatId)) < version && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
+const PROJECTION_WAIT_MS = 3_000
 
 interface Composer {
   content: string

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pino, type Logger, type LoggerOptions } from 'pino'
 import { pinoHttp } from 'pino-http'
+import type { RequestHandler } from 'express'
 
 export type { Logger } from 'pino'
 
@@ -52,16 +53,19 @@ function canPrettyPrint(): boolean {
  * Lines carry method, URL (secrets removed), status and time, never
  * headers: cookies and Authorization stay out of the logs.
  */
-export function requestLogger(logger: Logger) {
-  return pinoHttp({
+export function requestLogger(logger: Logger): RequestHandler {
+  if (logger.level === 'silent') {
+    // Nothing would be written: keep the request id, skip pino-http's per-request child logger.
+    const withId: RequestHandler = (req, res, next) => {
+      req.id = requestId(req, res)
+      next()
+    }
+    return withId
+  }
+  const logging: RequestHandler = pinoHttp({
     logger,
     quietReqLogger: true,
-    genReqId: (req: IncomingMessage, res: ServerResponse) => {
-      const incoming = req.headers['x-request-id']
-      const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
-      res.setHeader('X-Request-Id', id)
-      return id
-    },
+    genReqId: requestId,
     serializers: {
       // The id is on every line already, as reqId.
       req: (req: { method: string; url: string; remoteAddress?: string }) => ({
@@ -80,6 +84,15 @@ export function requestLogger(logger: Logger) {
     customSuccessMessage: (req, res, ms) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} ${ms} ms`,
     customErrorMessage: (req, res, error) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`,
   })
+  return logging
+}
+
+/** A well-formed incoming X-Request-Id (from a proxy), or a new one; the response carries it. */
+function requestId(req: IncomingMessage, res: ServerResponse): string {
+  const incoming = req.headers['x-request-id']
+  const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
+  res.setHeader('X-Request-Id', id)
+  return id
 }
 
 /** Express rewrites req.url inside mounted routers; the original is what was asked for. */

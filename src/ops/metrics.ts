@@ -5,7 +5,7 @@ import type { SendMessageHandlerProps } from '../chat/send-message.js'
 import type { Listener } from '../db/listener.js'
 import type { StoredEvent } from '../event-store/event-store.js'
 import type { Hub } from '../live/hub.js'
-import type { LoggedEvent, Projector } from '../projector/projector.js'
+import type { Projector } from '../projector/projector.js'
 import { LAG_COUNT_LIMIT } from './figures.js'
 import { LatencyWindow } from './latency-window.js'
 import type { DashboardSampler } from './sampler.js'
@@ -223,8 +223,8 @@ export class NodeMetrics {
     for (const [type, count] of byType) this.appended.inc({ type }, count)
   }
 
-  readonly batchProjected = (events: LoggedEvent[], durationMs: number): void => {
-    this.projected.inc(events.length)
+  readonly batchProjected = (events: number, durationMs: number): void => {
+    this.projected.inc(events)
     this.batchDuration.observe(durationMs / 1000)
   }
 

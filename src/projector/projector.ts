@@ -1,26 +1,38 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/database.js'
-import type { StoredEvent, Tx } from '../event-store/event-store.js'
+import type { Tx } from '../event-store/event-store.js'
 
-/** An event as the projector sees it: with its place in the global, commit-ordered read. */
-export interface LoggedEvent extends StoredEvent {
-  transactionId: string
-  globalPosition: number
+/** A place in the log, in projector order: (transaction_id, global_position). */
+export interface Checkpoint {
+  txid: string
+  gp: number
 }
 
-/** A read model the projector keeps up to date. */
+/** What one batch projected. */
+export interface ProjectedBatch {
+  /** Events the batch covered (every type, projected or not). */
+  count: number
+  /** The last event covered, the next checkpoint; undefined when count is 0. */
+  last?: Checkpoint
+  /** Per stream key the projection cares about (a chat), the highest version it now shows. */
+  heads: Map<string, number>
+}
+
+/**
+ * A read model the projector keeps up to date. It projects in SQL, on the
+ * server: events never travel to the app and back. The projector decides
+ * which events (`committedAfter`); the projection decides what they become.
+ */
 export interface Projection {
   name: string
-  /** Applies one batch inside the projector's transaction. Must be idempotent. */
-  apply(tx: Tx, events: LoggedEvent[]): Promise<void>
+  /**
+   * Projects the `committedAfter(after, limit)` events inside the projector's
+   * transaction. Must be idempotent: a batch may be projected again after a
+   * crash between its writes and the checkpoint's.
+   */
+  project(tx: Tx, after: Checkpoint, limit: number): Promise<ProjectedBatch>
   /** Empties the read model, inside the rebuild's transaction. */
   reset(tx: Tx): Promise<void>
-  /**
-   * Optional, for rebuilds: projects every event whose transaction id is
-   * below `xmin` into the emptied read model in set-based SQL, producing the
-   * rows `apply` would have, and returns how many events it projected.
-   */
-  replayBelow?(tx: Tx, xmin: string): Promise<number>
 }
 
 export interface ProjectorProps {
@@ -29,14 +41,27 @@ export interface ProjectorProps {
   batchSize?: number
   /** Safety net when a wake-up hint is lost. */
   pollIntervalMs?: number
-  /** Called after each committed batch with its events. */
-  onProjected?: (events: LoggedEvent[], durationMs: number) => void
+  /** Called after each committed batch. */
+  onProjected?: (batch: ProjectedBatch, durationMs: number) => void
   onError?: (error: unknown) => void
 }
 
-interface Checkpoint {
-  txid: string
-  gp: number
+/**
+ * The gap-free read, as a query for a projection to build on: at most
+ * `limit` events after `after` whose transactions have all ended (below the
+ * snapshot's xmin), in (transaction_id, global_position) order. Columns:
+ * transaction_id, global_position, stream_id, stream_version, event_id,
+ * event_type, data, metadata, recorded_at.
+ */
+export function committedAfter(after: Checkpoint, limit: number) {
+  return sql`
+    select transaction_id, global_position, stream_id, stream_version, event_id, event_type, data, metadata, recorded_at
+    from events
+    where (transaction_id, global_position) > (${after.txid}::xid8, ${after.gp}::bigint)
+      and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    order by transaction_id, global_position
+    limit ${limit}
+  `
 }
 
 /**
@@ -138,72 +163,55 @@ export class Projector {
     } while (this.wakeAgain && !this.stopped)
   }
 
-  /** One batch, one transaction. Returns how many events it projected. */
+  /** One batch, one transaction. Returns how many events it covered. */
   async projectBatch(): Promise<number> {
     const started = performance.now()
-    const events = await this.db.transaction().execute(async (tx) => {
+    const batch = await this.db.transaction().execute(async (tx) => {
       const from = await this.lockCheckpoint(tx)
-      const batch = await readCommitted(tx, from, this.batchSize)
-      if (batch.length === 0) return batch
-      await this.projection.apply(tx, batch)
-      const last = batch[batch.length - 1]!
-      await tx
-        .updateTable('projector_checkpoints')
-        .set({ last_txid: last.transactionId, last_gp: last.globalPosition, updated_at: sql`now()` })
-        .where('name', '=', this.projection.name)
-        .execute()
-      this.position = { txid: last.transactionId, gp: last.globalPosition }
-      return batch
+      const projected = await this.projection.project(tx, from, this.batchSize)
+      if (projected.last) await this.moveCheckpoint(tx, projected.last)
+      return projected
     })
-    if (events.length > 0) {
+    if (batch.last) {
+      this.position = batch.last
       this.lastBatchAt = new Date()
-      this.onProjected(events, performance.now() - started)
+      this.onProjected(batch, performance.now() - started)
     }
-    return events.length
+    return batch.count
   }
 
   /**
    * Rebuilds the read model from the first event, in ONE transaction that
    * holds the checkpoint row lock: a live app keeps reading the old rows
    * until the commit, and its projectors wait instead of racing the rebuild.
+   * The same projection as live batches, in larger ones.
    */
-  async rebuild({ batchSize = 5000, onProgress }: { batchSize?: number; onProgress?: (projected: number) => void } = {}): Promise<number> {
+  async rebuild({ batchSize = 50_000, onProgress }: { batchSize?: number; onProgress?: (projected: number) => void } = {}): Promise<number> {
     await this.ensureCheckpoint()
     return this.db.transaction().execute(async (tx) => {
       await this.lockCheckpoint(tx)
       await this.projection.reset(tx)
       let from: Checkpoint = { txid: '0', gp: 0 }
       let total = 0
-      if (this.projection.replayBelow) {
-        // One horizon for both statements: each statement takes a new snapshot.
-        const { rows } = await sql<{ xmin: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as xmin`.execute(tx)
-        const xmin = rows[0]!.xmin
-        total = await this.projection.replayBelow(tx, xmin)
-        const last = await sql<{ txid: string; gp: number }>`
-          select transaction_id::text as txid, global_position as gp from events
-          where transaction_id < ${xmin}::xid8
-          order by transaction_id desc, global_position desc
-          limit 1
-        `.execute(tx)
-        if (last.rows[0]) from = { txid: last.rows[0].txid, gp: Number(last.rows[0].gp) }
-        onProgress?.(total)
-      }
       for (;;) {
-        const batch = await readCommitted(tx, from, batchSize)
-        if (batch.length === 0) break
-        await this.projection.apply(tx, batch)
-        const last = batch[batch.length - 1]!
-        from = { txid: last.transactionId, gp: last.globalPosition }
-        total += batch.length
+        const batch = await this.projection.project(tx, from, batchSize)
+        if (!batch.last) break
+        from = batch.last
+        total += batch.count
         onProgress?.(total)
+        if (batch.count < batchSize) break
       }
-      await tx
-        .updateTable('projector_checkpoints')
-        .set({ last_txid: from.txid, last_gp: from.gp, updated_at: sql`now()` })
-        .where('name', '=', this.projection.name)
-        .execute()
+      await this.moveCheckpoint(tx, from)
       return total
     })
+  }
+
+  private async moveCheckpoint(tx: Tx, to: Checkpoint): Promise<void> {
+    await tx
+      .updateTable('projector_checkpoints')
+      .set({ last_txid: to.txid, last_gp: to.gp, updated_at: sql`now()` })
+      .where('name', '=', this.projection.name)
+      .execute()
   }
 
   private async ensureCheckpoint(): Promise<void> {
@@ -219,37 +227,4 @@ export class Projector {
       .executeTakeFirstOrThrow()
     return { txid: row.last_txid, gp: Number(row.last_gp) }
   }
-}
-
-/** Events after the checkpoint whose transactions have all ended, in commit-safe order. */
-async function readCommitted(tx: Tx, from: Checkpoint, limit: number): Promise<LoggedEvent[]> {
-  const { rows } = await sql<{
-    global_position: number
-    transaction_id: string
-    stream_id: string
-    stream_version: number
-    event_id: string
-    event_type: string
-    data: Record<string, unknown>
-    metadata: Record<string, unknown>
-    recorded_at: Date
-  }>`
-    select global_position, transaction_id::text as transaction_id, stream_id, stream_version, event_id, event_type, data, metadata, recorded_at
-    from events
-    where (transaction_id, global_position) > (${from.txid}::xid8, ${from.gp}::bigint)
-      and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-    order by transaction_id, global_position
-    limit ${limit}
-  `.execute(tx)
-  return rows.map((row) => ({
-    transactionId: row.transaction_id,
-    globalPosition: Number(row.global_position),
-    streamId: row.stream_id,
-    version: Number(row.stream_version),
-    eventId: row.event_id,
-    type: row.event_type,
-    data: row.data,
-    metadata: row.metadata,
-    recordedAt: row.recorded_at,
-  }))
 }
