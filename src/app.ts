@@ -6,7 +6,6 @@ import helmet from 'helmet'
 import { rateLimit } from 'express-rate-limit'
 import type { DB } from './db/database.js'
 import type { SendMessageHandler } from './chat/send-message.js'
-import type { Hub } from './live/hub.js'
 import type { ProjectionWatch } from './chat/projection-watch.js'
 import { chatRoutes } from './chat/routes.js'
 import { crossOriginProtection } from './http/cross-origin.js'
@@ -19,7 +18,6 @@ import { dashboardRoutes, probeRoutes, type OpsRoutesDeps } from './ops/routes.j
 export interface AppDeps {
   db: DB
   sendMessage: SendMessageHandler
-  hub: Hub
   /** Lets a plain form post wait for its message to be projected before redirecting. */
   projectionWatch: ProjectionWatch
   /** Signs session cookies; every node behind one load balancer needs the same one. */
@@ -144,7 +142,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, hub: deps.hub, projectionWatch: deps.projectionWatch, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, projectionWatch: deps.projectionWatch, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

@@ -11,6 +11,7 @@ import { Listener } from './db/listener.js'
 import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
 import { messageRenderer } from './http/views.js'
+import { eventsRoute } from './live/events-route.js'
 import { Hub } from './live/hub.js'
 import { dashboardRenderer } from './ops/dashboard-renderer.js'
 import { SILENT_LOGGER, type Logger } from './ops/logger.js'
@@ -148,7 +149,6 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const app = createApp({
     db,
     sendMessage,
-    hub,
     projectionWatch,
     sessionSecret: props.sessionSecret,
     trustProxy: props.trustProxy,
@@ -164,7 +164,10 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   })
   // Timeouts below are enforced by a periodic sweep (30 s by default, which
   // would let a slow client hold a socket three times longer than intended).
-  const server = createServer({ connectionsCheckingInterval: 1_000 }, app)
+  const streams = eventsRoute({ hub })
+  const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
+    if (!streams(req, res)) app(req, res)
+  })
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000
   server.requestTimeout = Math.max(30_000, server.headersTimeout)

@@ -4,7 +4,6 @@ import type { DB } from '../db/database.js'
 import { HttpError, wantsJson } from '../http/errors.js'
 import { parseName, setSession } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
-import { dataFrame, HubFullError, type Hub, type StreamFrames } from '../live/hub.js'
 import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
 import { messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
 import type { ProjectionWatch } from './projection-watch.js'
@@ -13,7 +12,6 @@ import type { SendMessageHandler } from './send-message.js'
 export interface ChatRoutesDeps {
   db: DB
   sendMessage: SendMessageHandler
-  hub: Hub
   projectionWatch: ProjectionWatch
   secureCookies: 'auto' | boolean
   clock: () => Date
@@ -23,10 +21,9 @@ export const PAGE_SIZE = 50
 const VERSION_PATTERN = /^\d{1,15}$/
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, sendMessage, hub, projectionWatch, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, sendMessage, projectionWatch, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
-  const pageFrames = connectionFrames()
   // The composer answers every htmx post: compiled once, not looked up and rendered through the view engine each time.
   const renderComposer = partialRenderer<{ chatId: string; composer: Composer; nonce: string }>('_composer')
   const sendComposer = (res: Response, chatId: string, composer: Composer) => void res.type('html').send(renderComposer({ chatId, composer, nonce: res.locals.nonce }))
@@ -87,25 +84,6 @@ export function chatRoutes({ db, sendMessage, hub, projectionWatch, secureCookie
     }
   })
 
-  router.get('/chats/:chatId/events', async (req, res) => {
-    const chatId = chatIdFrom(req)
-    const cursor = cursorFrom(req)
-    if (hub.full) throw new HubFullError(5)
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      // Proxies such as nginx would otherwise buffer the stream.
-      'X-Accel-Buffering': 'no',
-    })
-    // A chat page (htmx) also gets the frames that keep its connection state
-    // current; plain SSE clients see only messages and comment heartbeats.
-    const frames = req.get('hx-request') ? pageFrames : {}
-    res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
-    req.socket.setNoDelay(true)
-    await hub.subscribe(chatId, res, cursor, frames)
-  })
-
   router.get('/chats/:chatId/messages', async (req, res) => {
     const chatId = chatIdFrom(req)
     const before = versionParam(req.query.before, 'before')
@@ -132,20 +110,6 @@ export function chatRoutes({ db, sendMessage, hub, projectionWatch, secureCookie
   }
 
   return router
-}
-
-/**
- * The chat page's connection state as stream frames, rendered once: "live" on
- * connect and at every heartbeat, "reconnecting" when the server ends the
- * stream. Out-of-band swaps replace #connection; they carry no id, so they do
- * not move the resume cursor.
- */
-function connectionFrames(): StreamFrames {
-  const render = partialRenderer<{ state: 'live' | 'reconnecting'; oob: boolean }>('_connection')
-  return {
-    heartbeat: dataFrame(render({ state: 'live', oob: true })),
-    farewell: dataFrame(render({ state: 'reconnecting', oob: true })),
-  }
 }
 
 /**
@@ -184,13 +148,6 @@ export function normalizeChatId(value: string): string {
     .toLowerCase()
     .replace(/\s+/g, '-')
     .replace(/[^a-z0-9_-]/g, '')
-}
-
-/** Last-Event-ID wins over ?after: htmx reconnects with the header but keeps the original URL. */
-function cursorFrom(req: Request): number | undefined {
-  const header = req.get('last-event-id')
-  if (header !== undefined && header.trim() !== '') return versionParam(header.trim(), 'Last-Event-ID')
-  return versionParam(req.query.after, 'after')
 }
 
 function versionParam(value: unknown, name: string): number | undefined {

@@ -41,6 +41,9 @@ interface ChatChannel {
   subscribers: Set<Subscriber>
   /** The highest version broadcast on this node (an unbroken run from the start). */
   head: number
+  /** The projected head when this node started serving the chat: where live-only subscribers who came meanwhile start. */
+  initialHead: number
+  isReady: boolean
   ready: Promise<void>
   fetching: boolean
   fetchAgain: boolean
@@ -109,6 +112,12 @@ export class Hub {
    */
   async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined, frames: StreamFrames = {}): Promise<void> {
     if (this.full) throw new HubFullError(this.closing ? 1 : 5)
+    // Where this subscriber starts is decided as of now, the moment it
+    // connected: a message committed while the lines below wait is after it.
+    const known = this.chats.get(chatId)
+    const headNow = known?.isReady ? known.head : undefined
+    const committedNow = cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
+    committedNow?.catch(() => {})
     const chat = this.channel(chatId)
     const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true }
     chat.subscribers.add(subscriber)
@@ -116,19 +125,22 @@ export class Hub {
     res.once('close', () => this.unsubscribe(chat, subscriber))
     try {
       await chat.ready
-      subscriber.sent = cursor ?? chat.head
-      if (subscriber.sent > chat.head) {
+      subscriber.sent = cursor ?? headNow ?? chat.initialHead
+      if (cursor !== undefined && cursor > chat.head) {
         // Ahead of what this node has broadcast: fine when the version is
         // committed (another node's hub, a 201 answer) — it is simply not
         // projected here yet. Beyond the committed version the cursor is from
         // another life of the database and would skip what comes next.
-        const committed = (await readVersions(this.db, [streamIdOf(chatId)])).get(streamIdOf(chatId)) ?? 0
-        subscriber.sent = Math.min(subscriber.sent, committed)
+        subscriber.sent = Math.min(cursor, await committedNow!)
       }
       await this.catchUp(chat, subscriber)
     } catch (error) {
       this.drop(chat, subscriber, error)
     }
+  }
+
+  private async committedVersion(chatId: string): Promise<number> {
+    return (await readVersions(this.db, [streamIdOf(chatId)])).get(streamIdOf(chatId)) ?? 0
   }
 
   /** A chat reached `version` (from a NOTIFY): fetch and broadcast what this node has not. */
@@ -182,12 +194,14 @@ export class Hub {
   private channel(chatId: string): ChatChannel {
     let chat = this.chats.get(chatId)
     if (chat) return chat
-    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, ready: Promise.resolve(), fetching: false, fetchAgain: false }
+    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, initialHead: 0, isReady: false, ready: Promise.resolve(), fetching: false, fetchAgain: false }
     // Until the head is known, a notification only marks that a fetch is due.
     created.fetching = true
     created.ready = headVersion(this.db, chatId).then(
       (head) => {
+        created.initialHead = head
         created.head = Math.max(created.head, head)
+        created.isReady = true
         created.fetching = false
         if (created.fetchAgain) this.fetchNew(created)
       },

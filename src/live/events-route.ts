@@ -1,0 +1,96 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { CHAT_ID_PATTERN } from '../chat/chat.js'
+import { partialRenderer } from '../http/views.js'
+import { dataFrame, type Hub, type StreamFrames } from './hub.js'
+
+const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
+const VERSION_PATTERN = /^\d{1,15}$/
+
+/**
+ * `GET /chats/:chatId/events`, served on plain node:http ahead of Express.
+ * A stream stays open as long as someone reads the chat, so whatever a
+ * request carries lives as long: Express's per-request state (parsed
+ * cookies, a session, locals, document security headers, a logger) would
+ * double the memory each of thousands of readers costs, and a stream needs
+ * none of it: no body, no session, no view. Answers false for any other
+ * request, which then goes to Express.
+ *
+ * The cursor is `Last-Event-ID` if present (htmx reconnects with it and
+ * keeps the original URL), else `?after=`; none: live messages only.
+ */
+export function eventsRoute({ hub }: { hub: Hub }): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const pageFrames = connectionFrames()
+  return (req, res) => {
+    const match = req.method === 'GET' ? EVENTS_PATH.exec(req.url ?? '') : null
+    if (!match) return false
+    const chatId = decode(match[1]!)
+    if (chatId === undefined || !CHAT_ID_PATTERN.test(chatId)) {
+      refuse(req, res, 404, 'No chat can have that name: chat names are lowercase letters, digits, "-" and "_".')
+      return true
+    }
+    const cursor = cursorOf(req, new URLSearchParams(match[2] ?? ''))
+    if (typeof cursor === 'string') {
+      refuse(req, res, 400, cursor)
+      return true
+    }
+    if (hub.full) {
+      refuse(req, res, 503, 'Too many live connections on this server; try again shortly.', { 'Retry-After': '5' })
+      return true
+    }
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      Connection: 'keep-alive',
+      'X-Content-Type-Options': 'nosniff',
+      // Proxies such as nginx would otherwise buffer the stream.
+      'X-Accel-Buffering': 'no',
+    })
+    // A chat page (htmx) also gets the frames that keep its connection state
+    // current; plain SSE clients see only messages and comment heartbeats.
+    const frames = req.headers['hx-request'] ? pageFrames : {}
+    res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
+    req.socket.setNoDelay(true)
+    hub.subscribe(chatId, res, cursor, frames).catch(() => res.end())
+    return true
+  }
+}
+
+/**
+ * The chat page's connection state as stream frames, rendered once: "live" on
+ * connect and at every heartbeat, "reconnecting" when the server ends the
+ * stream. Out-of-band swaps replace #connection; they carry no id, so they do
+ * not move the resume cursor.
+ */
+function connectionFrames(): StreamFrames {
+  const render = partialRenderer<{ state: 'live' | 'reconnecting'; oob: boolean }>('_connection')
+  return {
+    heartbeat: dataFrame(render({ state: 'live', oob: true })),
+    farewell: dataFrame(render({ state: 'reconnecting', oob: true })),
+  }
+}
+
+/** The cursor, or a message saying what is wrong with it. */
+function cursorOf(req: IncomingMessage, query: URLSearchParams): number | undefined | string {
+  const header = req.headers['last-event-id']
+  if (typeof header === 'string' && header.trim() !== '') {
+    return VERSION_PATTERN.test(header.trim()) ? Number(header.trim()) : 'Last-Event-ID must be a message version (a whole number).'
+  }
+  const after = query.getAll('after')
+  if (after.length === 0 || (after.length === 1 && after[0] === '')) return undefined
+  return after.length === 1 && VERSION_PATTERN.test(after[0]!) ? Number(after[0]) : 'after must be a message version (a whole number).'
+}
+
+function decode(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return undefined
+  }
+}
+
+/** A readable refusal: JSON for clients that ask for it, plain text for a terminal or a browser. */
+function refuse(req: IncomingMessage, res: ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
+  const json = /application\/json/.test(req.headers.accept ?? '')
+  res.writeHead(status, { 'Content-Type': json ? 'application/json; charset=utf-8' : 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', ...headers })
+  res.end(json ? JSON.stringify({ error: message }) : `${message}\n`)
+}
