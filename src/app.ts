@@ -11,7 +11,7 @@ import { chatRoutes } from './chat/routes.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
 import { session } from './http/session.js'
-import { renderView, VIEWS_DIR } from './http/views.js'
+import { renderView, VIEWS_DIR, type MessageRenderer } from './http/views.js'
 import { requestLogger, SILENT_LOGGER, type Logger } from './ops/logger.js'
 import { dashboardRoutes, probeRoutes, type OpsRoutesDeps } from './ops/routes.js'
 
@@ -20,6 +20,8 @@ export interface AppDeps {
   sendMessage: SendMessageHandler
   /** Lets a plain form post wait for its message to be projected before redirecting. */
   projectionWatch: ProjectionWatch
+  /** The node's message HTML, shared with its live stream (templates call it as messageHtml). */
+  renderMessage: MessageRenderer
   /** Signs session cookies; every node behind one load balancer needs the same one. */
   sessionSecret: string
   /** `auto`: Secure cookies when the request came over TLS (see trustProxy). */
@@ -80,6 +82,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('views', VIEWS_DIR)
   app.set('view engine', 'ejs')
   app.engine('ejs', renderView)
+  app.locals.messageHtml = deps.renderMessage
   // Templates do not change while the app runs: resolve each view file once, not with a stat per render.
   app.enable('view cache')
 
@@ -142,7 +145,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, projectionWatch: deps.projectionWatch, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, sendMessage: deps.sendMessage, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

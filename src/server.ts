@@ -73,9 +73,10 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   await migrateToLatest(db)
 
   const projectionWatch = new ProjectionWatch()
+  const renderMessage = messageRenderer()
   const hub = new Hub({
     db,
-    render: messageRenderer(),
+    render: renderMessage,
     maxSubscribers: props.maxSubscribers,
     onError: (error) => log('error', 'live hub', error),
     onPushed: metrics.pushed,
@@ -150,6 +151,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     sendMessage,
     projectionWatch,
+    renderMessage,
     sessionSecret: props.sessionSecret,
     trustProxy: props.trustProxy,
     postsPerMinutePerAddress: props.postsPerMinutePerAddress,

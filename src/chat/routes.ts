@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import { Router, type Request, type Response } from 'express'
 import type { DB } from '../db/database.js'
 import { HttpError, wantsJson } from '../http/errors.js'
 import { parseName, setSession } from '../http/session.js'
-import { partialRenderer } from '../http/views.js'
+import { partialRenderer, today, type MessageRenderer } from '../http/views.js'
 import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
-import { messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import { headVersion, messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
 import type { ProjectionWatch } from './projection-watch.js'
 import type { SendMessageHandler } from './send-message.js'
 
@@ -13,6 +14,7 @@ export interface ChatRoutesDeps {
   db: DB
   sendMessage: SendMessageHandler
   projectionWatch: ProjectionWatch
+  renderMessage: MessageRenderer
   secureCookies: 'auto' | boolean
   clock: () => Date
 }
@@ -21,8 +23,9 @@ export const PAGE_SIZE = 50
 const VERSION_PATTERN = /^\d{1,15}$/
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, sendMessage, projectionWatch, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
+  const latestPages = new LRUCache<string, LatestMessages>({ max: 1_000 })
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
   // The composer answers every htmx post: compiled once, not looked up and rendered through the view engine each time.
   const renderComposer = partialRenderer<{ chatId: string; composer: Composer; nonce: string }>('_composer')
@@ -95,18 +98,36 @@ export function chatRoutes({ db, sendMessage, projectionWatch, secureCookies, cl
 
   /** Everything the chat page shows: the latest unbroken run of messages, the composer, where the stream resumes. */
   async function chatPage(chatId: string, res: Response, composer: Partial<Composer>) {
-    const latest = await messagesBefore(db, chatId, undefined, PAGE_SIZE)
-    const messages = latest.length > 0 ? unbrokenRun(latest, latest[0]!.version - 1) : []
-    const after = messages.at(-1)?.version ?? 0
     return {
       title: `#${chatId}`,
       chatId,
-      messages,
-      after,
-      hasOlder: (messages[0]?.version ?? 1) > 1,
+      ...(await latestMessages(chatId)),
       composer: { ...freshComposer(), ...composer },
       me: res.locals.name,
     }
+  }
+
+  /**
+   * The chat page's message list: the latest unbroken run of messages,
+   * rendered once per chat version and day for everyone who opens the chat
+   * (own messages are told apart by a per-reader style rule, not in here).
+   * Checking that it is current costs one index-only query.
+   */
+  async function latestMessages(chatId: string): Promise<LatestMessages> {
+    const head = await headVersion(db, chatId)
+    const key = `${today()} ${chatId} ${head}`
+    const cached = latestPages.get(key)
+    if (cached) return cached
+    const latest = await messagesBefore(db, chatId, head + 1, PAGE_SIZE)
+    const messages = latest.length > 0 ? unbrokenRun(latest, latest[0]!.version - 1) : []
+    const page = {
+      messagesHtml: messages.map(renderMessage).join(''),
+      first: messages[0]?.version ?? 0,
+      after: messages.at(-1)?.version ?? 0,
+      hasOlder: (messages[0]?.version ?? 1) > 1,
+    }
+    latestPages.set(key, page)
+    return page
   }
 
   return router
@@ -120,6 +141,14 @@ export function chatRoutes({ db, sendMessage, projectionWatch, secureCookies, cl
  * bound the message is still safe in the log and shows on the next load.
  */
 const PROJECTION_WAIT_MS = 3_000
+
+interface LatestMessages {
+  messagesHtml: string
+  /** The first and last version shown; 0 when the chat is empty. */
+  first: number
+  after: number
+  hasOlder: boolean
+}
 
 interface Composer {
   content: string
