@@ -24,6 +24,8 @@ const node = await startNode({
 const bare = express()
 bare.disable('x-powered-by')
 bare.get('/bare', (_req, res) => void res.send('<!doctype html><p>hello</p>'))
+// P1's floor: the stack the user chose, doing nothing but reading the same form.
+bare.post('/bare', express.urlencoded({ extended: false }), (_req, res) => void res.send('ok'))
 const bareServer = createServer(bare)
 await new Promise<void>((resolve) => bareServer.listen(0, '127.0.0.1', resolve))
 

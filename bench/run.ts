@@ -143,6 +143,7 @@ async function p1(server: BenchServer): Promise<void> {
   const load = { connections: SIZES.p1Connections, durationMs: SIZES.p1Seconds * 1000, next: messagePost(SIZES.p1Chats, await sessions(app.ready.url, SIZES.p1Connections)) }
   const appRuns: { e2e: number; accepted: number; result: LoadResult; nodeUs: number; pgUs: number }[] = []
   const baseRuns: (LoadResult & { nodeUs: number; pgUs: number })[] = []
+  const floorRuns: LoadResult[] = []
   const cpuOf = async (child: Child<unknown>) => ({ node: (await child.ask<{ ms: number }>({ type: 'cpu' })).ms, pg: server.postmasterPid ? treeCpuMs(server.postmasterPid) : NaN })
   try {
     await withPool(appDb.url, async (pool) => {
@@ -170,6 +171,10 @@ async function p1(server: BenchServer): Promise<void> {
         const inserted = acceptedCount(baseline)
         baseRuns.push({ ...baseline, nodeUs: ((b1.node - b0.node) * 1000) / inserted, pgUs: ((b1.pg - b0.pg) * 1000) / inserted })
         console.log(`    baseline round ${round + 1}: ${fmt(baseline.rps)}/s, p50 ${ms(baseline.p50)}, p99 ${ms(baseline.p99)}, CPU per message: node ${fmt(baseRuns.at(-1)!.nodeUs)} µs, postgres ${fmt(baseRuns.at(-1)!.pgUs)} µs`)
+
+        const floor = await closedLoop(app.ready.bareUrl, { ...load, next: (i: number) => ({ ...load.next(i), path: '/bare' }) })
+        floorRuns.push(floor)
+        console.log(`    express floor round ${round + 1}: ${fmt(floor.rps)}/s (an Express route that only parses the form)`)
       }
     })
   } finally {
@@ -185,6 +190,8 @@ async function p1(server: BenchServer): Promise<void> {
   const appP99 = median(appRuns.map((run) => run.result.p99))
   const cpu = (runs: { nodeUs: number; pgUs: number }[]) => `${fmt(median(runs.map((run) => run.nodeUs)))} + ${fmt(median(runs.map((run) => run.pgUs)))} µs`
   report({ id: 'P1', figure: 'CPU per message: node + postgres', app: cpu(appRuns), baseline: cpu(baseRuns), ratio: '', target: '' })
+  const floorRps = median(floorRuns.map((run) => (run.statuses[200] ?? 0) / run.durationMs * 1000))
+  report({ id: 'P1', figure: 'floor: Express route that only parses the form (req/s)', app: fmt(floorRps), baseline: fmt(baseRps), ratio: ratio(floorRps / baseRps), target: '' })
   report({ id: 'P1', figure: 'POST latency p50 / p99 under that load', app: `${ms(appP50)} / ${ms(appP99)}`, baseline: `${ms(median(baseRuns.map((run) => run.p50)))} / ${ms(median(baseRuns.map((run) => run.p99)))}`, ratio: '', target: '' })
 }
 
