@@ -24,6 +24,10 @@ const node = await startNode({
 const bare = express()
 bare.disable('x-powered-by')
 bare.get('/bare', (_req, res) => void res.send('<!doctype html><p>hello</p>'))
+// P4's floor: the same page's bytes, from memory (the parent posts them once).
+let pageCopy = ''
+bare.put('/bare-page', express.text({ type: '*/*', limit: '1mb' }), (req, res) => void ((pageCopy = String(req.body)), res.end()))
+bare.get('/bare-page', (_req, res) => void res.type('html').send(pageCopy))
 // P1's floor: the stack the user chose, doing nothing but reading the same form.
 bare.post('/bare', express.urlencoded({ extended: false }), (_req, res) => void res.send('ok'))
 const bareServer = createServer(bare)

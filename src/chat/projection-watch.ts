@@ -25,6 +25,16 @@ export class ProjectionWatch {
     for (const waiter of waiting) if (waiter.version <= version) waiter.wake()
   }
 
+  /**
+   * The highest version this node has seen projected, if it has seen the
+   * chat at all: never ahead of the read model, at most a notification
+   * behind it (a page drawn from it is then a moment old, and its stream
+   * catches up from there).
+   */
+  head(chatId: string): number | undefined {
+    return this.seen.get(chatId)
+  }
+
   /** Resolves when `version` of the chat is projected, or after `timeoutMs` (the message is safe in the log either way). */
   async until(db: DB, chatId: string, version: number, timeoutMs: number): Promise<void> {
     if ((this.seen.get(chatId) ?? 0) >= version) return

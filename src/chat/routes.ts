@@ -111,10 +111,11 @@ export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, se
    * The chat page's message list: the latest unbroken run of messages,
    * rendered once per chat version and day for everyone who opens the chat
    * (own messages are told apart by a per-reader style rule, not in here).
-   * Checking that it is current costs one index-only query.
+   * The chat's head comes from what this node has seen projected, else from
+   * one index-only query.
    */
   async function latestMessages(chatId: string): Promise<LatestMessages> {
-    const head = await headVersion(db, chatId)
+    const head = projectionWatch.head(chatId) ?? (await headVersion(db, chatId))
     const key = `${today()} ${chatId} ${head}`
     const cached = latestPages.get(key)
     if (cached) return cached

@@ -149,7 +149,12 @@ export class Hub {
     if (chat && version > chat.head) this.fetchNew(chat)
   }
 
-  /** Newly projected messages from this process's projector: broadcast without a query when they continue the run. */
+  /**
+   * Messages this process knows are committed (its own appends, at commit):
+   * broadcast without a query when they continue the run. Committed is
+   * final, so subscribers need not wait for the projection; a subscriber
+   * catching up from the table waits for the rows to show instead.
+   */
   offer(messages: Message[]): void {
     const byChat = new Map<string, Message[]>()
     for (const message of messages) {
