@@ -272,7 +272,8 @@ export class Hub {
       if (message.version !== chat.head + 1) continue
       chat.head = message.version
       if (chat.subscribers.size === 0) continue
-      const frame = toFrame(message.version, this.render(message))
+      // Encoded once: written as a string, each of thousands of writes would encode it again.
+      const frame = Buffer.from(toFrame(message.version, this.render(message)))
       let pushed = 0
       for (const subscriber of chat.subscribers) {
         if (subscriber.catchingUp || message.version <= subscriber.sent) continue
@@ -313,7 +314,7 @@ export class Hub {
     subscriber.catchingUp = false
   }
 
-  private write(chat: ChatChannel, subscriber: Subscriber, text: string): void {
+  private write(chat: ChatChannel, subscriber: Subscriber, text: string | Buffer): void {
     subscriber.res.write(text)
     if (subscriber.res.writableLength > this.maxBufferedBytes) {
       // Too slow to keep up: drop it rather than buffer without bound. The
