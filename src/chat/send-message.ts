@@ -2,7 +2,6 @@ import { LRUCache } from 'lru-cache'
 import type { DB } from '../db/database.js'
 import {
   append,
-  appendAtVersions,
   ConcurrencyConflict,
   findCommand,
   lockStreams,
@@ -180,7 +179,7 @@ export class SendMessageHandler {
   /**
    * The common case, in one round trip: every chat of the batch has a cached
    * state, so decide on those and let the database check, under the stream
-   * locks, that they are current (appendAtVersions). Undefined, with nothing
+   * locks, that they are current (`append`). Undefined, with nothing
    * written, when a chat is not cached or moved meanwhile (another node
    * wrote): then the transactional path reads what is new and decides again.
    */
@@ -194,7 +193,7 @@ export class SendMessageHandler {
     const versions = new Map([...states].map(([streamId, state]) => [streamId, state.version]))
     const { outcomes, appends } = this.decideAll(jobs, states)
     const all = streamIds.map((streamId) => appends.get(streamId) ?? { streamId, streamType: STREAM_TYPE, expectedVersion: versions.get(streamId)!, events: [] })
-    const result = await appendAtVersions(this.db, all)
+    const result = await append(this.db, all)
     if ('moved' in result) return undefined
     return { outcomes, states, appended: result.stored }
   }
@@ -204,8 +203,10 @@ export class SendMessageHandler {
     const versions = await readVersions(tx, streamIds)
     const states = await this.currentStates(tx, streamIds, versions, jobs[0]!.command.metadata.now)
     const { outcomes, appends } = this.decideAll(jobs, states)
-    const appended = await append(tx, [...appends.values()])
-    return { outcomes, states, appended }
+    const result = await append(tx, [...appends.values()])
+    // Cannot move while we hold the locks, unless something wrote without them: retry from the log.
+    if ('moved' in result) throw new ConcurrencyConflict([...result.moved.keys()])
+    return { outcomes, states, appended: result.stored }
   }
 
   /** Decides each command in arrival order, folding accepted events into `states` as it goes. */

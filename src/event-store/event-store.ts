@@ -48,7 +48,8 @@ export class ConcurrencyConflict extends Error {
  * await db.transaction().execute(async (tx) => {
  *   await lockStreams(tx, ['chat-tea'])
  *   const version = (await readVersions(tx, ['chat-tea'])).get('chat-tea') ?? 0
- *   await append(tx, [{ streamId: 'chat-tea', streamType: 'chat', expectedVersion: version, events }])
+ *   const result = await append(tx, [{ streamId: 'chat-tea', streamType: 'chat', expectedVersion: version, events }])
+ *   if ('moved' in result) throw new ConcurrencyConflict(['chat-tea'])
  * })
  */
 export async function lockStreams(tx: Tx, streamIds: string[]): Promise<void> {
@@ -119,67 +120,21 @@ export async function findCommand(db: Tx | DB, streamId: string, commandId: stri
 }
 
 /**
- * Compare-and-set each stream's version, then insert the events, in two
- * statements whatever the number of streams. Throws ConcurrencyConflict when
- * a stream is not at its expected version. Never `ON CONFLICT DO NOTHING` on
- * events: the primary key (stream_id, stream_version) must fail loudly.
- */
-export async function append(tx: Tx, appends: StreamAppend[]): Promise<StoredEvent[]> {
-  const nonEmpty = appends.filter((a) => a.events.length > 0)
-  if (nonEmpty.length === 0) return []
-
-  const { rows } = await sql<{ moved: number }>`
-    with input as (
-      select * from unnest(
-        ${nonEmpty.map((a) => a.streamId)}::text[],
-        ${nonEmpty.map((a) => a.streamType)}::text[],
-        ${nonEmpty.map((a) => a.expectedVersion)}::bigint[],
-        ${nonEmpty.map((a) => a.expectedVersion + a.events.length)}::bigint[]
-      ) as i(stream_id, stream_type, expected, next)
-    ),
-    updated as (
-      update streams s set version = i.next
-      from input i
-      where i.expected > 0 and s.stream_id = i.stream_id and s.version = i.expected
-      returning 1
-    ),
-    inserted as (
-      insert into streams (stream_id, stream_type, version)
-      select stream_id, stream_type, next from input where expected = 0
-      on conflict (stream_id) do nothing
-      returning 1
-    )
-    select (select count(*) from updated) + (select count(*) from inserted) as moved
-  `.execute(tx)
-  if (Number(rows[0]!.moved) !== nonEmpty.length) throw new ConcurrencyConflict(nonEmpty.map((a) => a.streamId))
-
-  const stored = toStore(nonEmpty)
-  await sql`
-    insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
-    select * from unnest(
-      ${stored.map((e) => e.streamId)}::text[],
-      ${stored.map((e) => e.version)}::bigint[],
-      ${stored.map((e) => e.eventId)}::uuid[],
-      ${stored.map((e) => e.type)}::text[],
-      ${stored.map((e) => JSON.stringify(e.data))}::jsonb[],
-      ${stored.map((e) => JSON.stringify(e.metadata))}::jsonb[]
-    )
-  `.execute(tx)
-  return stored
-}
-
-/**
- * Appends in ONE round trip when the caller knows each stream's version
- * already (a cached state): the `append_events` function locks the streams,
- * checks every expected version and inserts, in one autocommit call. Every
- * stream of the batch is listed, also those that get no event, so that
- * decisions made on a cached state (duplicates, rate limits) are checked
- * against the log as well.
+ * Appends the events of several streams, each at the version it was decided
+ * on, in ONE statement: the `append_events` function takes the streams'
+ * advisory locks (re-entrant: a caller that locked them already is fine),
+ * compare-and-sets every stream's version and inserts, or writes nothing.
+ * Every stream the decisions read is listed, also those that get no event, so
+ * that what was decided on a cached state (duplicates, rate limits) is checked
+ * against the log too. Never `ON CONFLICT DO NOTHING` on events: the primary
+ * key (stream_id, stream_version) must fail loudly.
  *
- * Nothing is written when a stream moved: `moved` then holds each moved
- * stream's current version, and the caller reloads and decides again.
+ * Runs alone (autocommit: one round trip for a whole group of commands) or
+ * inside a transaction. When a stream moved, `moved` holds each moved
+ * stream's current version: reload, decide again.
  */
-export async function appendAtVersions(db: DB, appends: StreamAppend[]): Promise<{ stored: StoredEvent[] } | { moved: Map<string, number> }> {
+export async function append(db: Tx | DB, appends: StreamAppend[]): Promise<{ stored: StoredEvent[] } | { moved: Map<string, number> }> {
+  if (appends.length === 0) return { stored: [] }
   const stored = toStore(appends)
   const { rows } = await sql<{ moved_stream_id: string; current_version: number }>`
     select * from append_events(
