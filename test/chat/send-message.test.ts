@@ -5,6 +5,7 @@ import { sql } from 'kysely'
 import request from 'supertest'
 import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
 import { SendMessageHandler } from '../../src/chat/send-message.js'
+import { readStream } from '../../src/event-store/event-store.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
 let node: TestNode
@@ -202,6 +203,13 @@ describe('events table', () => {
     await assert.rejects(sql`delete from events where stream_id = 'chat-frozen'`.execute(node.db), /append-only/)
     await assert.rejects(sql`truncate events cascade`.execute(node.db), /append-only/)
     assert.equal(await eventCount('frozen'), 1)
+  })
+
+  test('a stream reads back in version order, from a version on', async () => {
+    for (const content of ['one', 'two', 'three']) await request(node.url).post('/chats/read-back/messages').send({ content }).expect(201)
+    const all = await readStream(node.db, 'chat-read-back')
+    assert.deepEqual(all.map((event) => [event.version, event.type, event.data.content]), [[1, 'MessageSent', 'one'], [2, 'MessageSent', 'two'], [3, 'MessageSent', 'three']])
+    assert.deepEqual((await readStream(node.db, 'chat-read-back', { after: 1 })).map((event) => event.version), [2, 3])
   })
 
   test('the (stream_id, stream_version) key refuses a second event at a version', async () => {
