@@ -84,7 +84,6 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const projector = new Projector({
     db,
     projection: messagesProjection,
-    // This node's own subscribers get new messages without waiting for the NOTIFY round trip.
     onProjected: (batch, durationMs) => {
       metrics.batchProjected(batch.count, durationMs)
       // This node's hub and waiting requests hear of it without the NOTIFY round trip.
@@ -141,11 +140,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   })
   sampler.start()
   metrics.watch({ pool, hub, projector, listener, sampler })
-  const readinessLimits: ReadinessLimits = {
-    maxLagSeconds: props.readiness?.maxLagSeconds ?? DEFAULT_READINESS.maxLagSeconds,
-    maxLagEvents: props.readiness?.maxLagEvents ?? DEFAULT_READINESS.maxLagEvents,
-    timeoutMs: props.readiness?.timeoutMs ?? DEFAULT_READINESS.timeoutMs,
-  }
+  const readinessLimits: ReadinessLimits = { ...DEFAULT_READINESS, ...props.readiness }
 
   const app = createApp({
     db,
@@ -164,9 +159,9 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
     },
   })
+  const streams = eventsRoute({ hub })
   // Timeouts below are enforced by a periodic sweep (30 s by default, which
   // would let a slow client hold a socket three times longer than intended).
-  const streams = eventsRoute({ hub })
   const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
     if (!streams(req, res)) app(req, res)
   })

@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache'
 import { Router, type Request, type Response } from 'express'
 import type { DB } from '../db/database.js'
 import { HttpError, wantsJson } from '../http/errors.js'
+import { chatIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
 import { partialRenderer, today, type MessageRenderer } from '../http/views.js'
 import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
@@ -20,7 +21,6 @@ export interface ChatRoutesDeps {
 }
 
 export const PAGE_SIZE = 50
-const VERSION_PATTERN = /^\d{1,15}$/
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
 export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
@@ -166,9 +166,7 @@ function toJson(message: Message) {
 }
 
 function chatIdFrom(req: Request): string {
-  const chatId = String(req.params.chatId)
-  if (!CHAT_ID_PATTERN.test(chatId)) throw new HttpError(404, 'No chat can have that name: chat names are lowercase letters, digits, "-" and "_".')
-  return chatId
+  return chatIdParam(String(req.params.chatId))
 }
 
 /** "Tea Time!" → "tea-time": what people type in the room field becomes a chat id. */
@@ -178,12 +176,6 @@ export function normalizeChatId(value: string): string {
     .toLowerCase()
     .replace(/\s+/g, '-')
     .replace(/[^a-z0-9_-]/g, '')
-}
-
-function versionParam(value: unknown, name: string): number | undefined {
-  if (value === undefined || value === '') return undefined
-  if (typeof value !== 'string' || !VERSION_PATTERN.test(value)) throw new HttpError(400, `${name} must be a message version (a whole number).`)
-  return Number(value)
 }
 
 function formBody(req: Request): Record<string, unknown> {

@@ -21,7 +21,6 @@ export const today = () => new Date().toISOString().slice(0, 10)
 
 /** Shared by every template, so a message looks the same in the page, a POST reply and the live stream. */
 export const helpers = {
-  shortTime,
   /** "Friday, 27 November 2026 at 10:30:09 UTC", for the hover title. */
   fullTime: (date: Date) =>
     `${WEEKDAYS[date.getUTCDay()]}, ${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]} ${date.getUTCFullYear()} at ${date.toISOString().slice(11, 19)} UTC`,

@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { CHAT_ID_PATTERN } from '../chat/chat.js'
+import { HttpError } from '../http/errors.js'
+import { chatIdParam, versionParam } from '../http/params.js'
 import { partialRenderer } from '../http/views.js'
-import { dataFrame, type Hub, type StreamFrames } from './hub.js'
+import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
 
 const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
-const VERSION_PATTERN = /^\d{1,15}$/
 
 /**
  * `GET /chats/:chatId/events`, served on plain node:http ahead of Express.
@@ -23,18 +23,15 @@ export function eventsRoute({ hub }: { hub: Hub }): (req: IncomingMessage, res: 
   return (req, res) => {
     const match = req.method === 'GET' ? EVENTS_PATH.exec(req.url ?? '') : null
     if (!match) return false
-    const chatId = decode(match[1]!)
-    if (chatId === undefined || !CHAT_ID_PATTERN.test(chatId)) {
-      refuse(req, res, 404, 'No chat can have that name: chat names are lowercase letters, digits, "-" and "_".')
-      return true
-    }
-    const cursor = cursorOf(req, new URLSearchParams(match[2] ?? ''))
-    if (typeof cursor === 'string') {
-      refuse(req, res, 400, cursor)
-      return true
-    }
-    if (hub.full) {
-      refuse(req, res, 503, 'Too many live connections on this server; try again shortly.', { 'Retry-After': '5' })
+    let chatId: string
+    let cursor: number | undefined
+    try {
+      chatId = chatIdParam(decode(match[1]!))
+      cursor = cursorOf(req, new URLSearchParams(match[2] ?? ''))
+      if (hub.full) throw new HubFullError(5)
+    } catch (error) {
+      if (!(error instanceof HttpError)) throw error
+      refuse(req, res, error)
       return true
     }
     res.writeHead(200, {
@@ -69,15 +66,11 @@ function connectionFrames(): StreamFrames {
   }
 }
 
-/** The cursor, or a message saying what is wrong with it. */
-function cursorOf(req: IncomingMessage, query: URLSearchParams): number | undefined | string {
+function cursorOf(req: IncomingMessage, query: URLSearchParams): number | undefined {
   const header = req.headers['last-event-id']
-  if (typeof header === 'string' && header.trim() !== '') {
-    return VERSION_PATTERN.test(header.trim()) ? Number(header.trim()) : 'Last-Event-ID must be a message version (a whole number).'
-  }
+  if (typeof header === 'string' && header.trim() !== '') return versionParam(header.trim(), 'Last-Event-ID')
   const after = query.getAll('after')
-  if (after.length === 0 || (after.length === 1 && after[0] === '')) return undefined
-  return after.length === 1 && VERSION_PATTERN.test(after[0]!) ? Number(after[0]) : 'after must be a message version (a whole number).'
+  return versionParam(after.length > 1 ? after : after[0], 'after')
 }
 
 function decode(segment: string): string | undefined {
@@ -89,7 +82,7 @@ function decode(segment: string): string | undefined {
 }
 
 /** A readable refusal: JSON for clients that ask for it, plain text for a terminal or a browser. */
-function refuse(req: IncomingMessage, res: ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
+function refuse(req: IncomingMessage, res: ServerResponse, { status, message, headers }: HttpError): void {
   const json = /application\/json/.test(req.headers.accept ?? '')
   res.writeHead(status, { 'Content-Type': json ? 'application/json; charset=utf-8' : 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', ...headers })
   res.end(json ? JSON.stringify({ error: message }) : `${message}\n`)

@@ -1,0 +1,17 @@
+import { CHAT_ID_PATTERN } from '../chat/chat.js'
+import { HttpError } from './errors.js'
+
+const VERSION_PATTERN = /^\d{1,15}$/
+
+/** The chat id in a URL; a URL that cannot name a chat is a 404, not a rule broken. */
+export function chatIdParam(value: string | undefined): string {
+  if (value === undefined || !CHAT_ID_PATTERN.test(value)) throw new HttpError(404, 'No chat can have that name: chat names are lowercase letters, digits, "-" and "_".')
+  return value
+}
+
+/** A message version from a query parameter or header: undefined when absent, 400 when malformed (or repeated). */
+export function versionParam(value: unknown, name: string): number | undefined {
+  if (value === undefined || value === '') return undefined
+  if (typeof value !== 'string' || !VERSION_PATTERN.test(value)) throw new HttpError(400, `${name} must be a message version (a whole number).`)
+  return Number(value)
+}
