@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type pg from 'pg'
 import { createApp } from './app.js'
-import { messagesProjection, MESSAGES_CHANNEL, parseNotification, toMessage, type Message } from './chat/messages-projection.js'
+import { messagesProjection, MESSAGES_CHANNEL, parseNotification, sentMessage, type Change } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
-import { SendMessageHandler } from './chat/send-message.js'
+import { chatHandler, type ChatHandler } from './chat/chat-commands.js'
 import { createDb, createPool } from './db/connect.js'
 import type { DB } from './db/database.js'
 import { Listener } from './db/listener.js'
@@ -52,7 +52,7 @@ export interface AppNode {
   hub: Hub
   projector: Projector
   listener: Listener
-  sendMessage: SendMessageHandler
+  chats: ChatHandler
   metrics: NodeMetrics
   sampler: DashboardSampler
   /** Graceful stop: refuse new work, end streams with a retry hint, finish commands, close the pool. */
@@ -95,14 +95,21 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     onError: (error) => log('error', 'projector', error),
   })
   const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error))
-  const sendMessage = new SendMessageHandler({
+  const chats = chatHandler({
     db,
     onAppended: (events) => {
       metrics.eventsAppended(events)
       // Committed is final: this node's subscribers need not wait for the
-      // projection. The hub still only continues unbroken runs, and a
-      // subscriber catching up from the table waits for the rows to show.
-      hub.offer(events.map(toMessage).filter((message): message is Message => message !== undefined))
+      // projection. Only a message just sent is whole in its event; other
+      // changes reach the hub through the projection. The hub still only
+      // continues unbroken runs, and a subscriber catching up from the table
+      // waits for the rows to show.
+      const sent: Change[] = []
+      for (const event of events) {
+        const message = sentMessage(event)
+        if (message) sent.push({ version: event.version, message })
+      }
+      hub.offer(sent)
       projector.wake()
       notifyEvents.hint()
     },
@@ -144,7 +151,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
 
   const app = createApp({
     db,
-    sendMessage,
+    chats,
     projectionWatch,
     renderMessage,
     sessionSecret: props.sessionSecret,
@@ -183,7 +190,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       hub.close()
       sampler.close()
       server.closeIdleConnections()
-      await sendMessage.drained()
+      await chats.drained()
       await projector.stop()
       await sampler.stop()
       await listener.stop()
@@ -194,5 +201,5 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await pool.end()
     })())
 
-  return { server, url, pool, db, hub, projector, listener, sendMessage, metrics, sampler, stop }
+  return { server, url, pool, db, hub, projector, listener, chats, metrics, sampler, stop }
 }

@@ -1,48 +1,137 @@
 /**
- * The Chat decider: what may be said in a chat, as pure functions.
+ * The Chat decider: what may be said and changed in a chat, as pure functions.
  * No I/O and no clock: time and ids arrive on the command.
+ *
+ * A chat's version is its change number: every event (a message, an edit, a
+ * retraction, a reaction) takes the next one. A message's id is the version
+ * its MessageSent was appended at.
  */
+
+import type { Answer as AnswerOf, Decider, Decision as DecisionOf } from '../event-store/decider.js'
 
 export const CHAT_ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/
 export const COMMAND_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
 export const MAX_CONTENT_LENGTH = 4000
 export const MAX_SENDER_LENGTH = 40
+/** Commands (of every kind) one person may give in one chat per rolling minute. */
 export const RATE_LIMIT = 30
 export const RATE_WINDOW_MS = 60_000
 /** How many recent command ids a Chat remembers; older repeats are caught by a unique index. */
 export const RECENT_COMMANDS = 200
+/** How many messages' facts a Chat keeps at hand; others are read from the log when a command needs them. */
+export const KNOWN_MESSAGES = 256
+/** The reactions on offer, in the order they are shown. */
+export const REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '🙏'] as const
+export type Emoji = (typeof REACTIONS)[number]
+
+interface CommandMetadata {
+  now: Date
+  requestId?: string
+}
+
+/** Every command names the person giving it (`personId`, from the session) and carries a client-chosen `commandId`. */
+interface CommandData {
+  chatId: string
+  personId: string
+  commandId: string
+}
 
 export type SendMessage = {
   type: 'SendMessage'
-  data: { chatId: string; sender: string; content: string; commandId: string }
-  metadata: { now: Date; requestId?: string }
+  data: CommandData & { sender: string; content: string }
+  metadata: CommandMetadata
 }
 
-export type ChatCommand = SendMessage
+export type EditMessage = {
+  type: 'EditMessage'
+  data: CommandData & { messageId: number; content: string }
+  metadata: CommandMetadata
+}
 
+export type RetractMessage = {
+  type: 'RetractMessage'
+  data: CommandData & { messageId: number }
+  metadata: CommandMetadata
+}
+
+export type ToggleReaction = {
+  type: 'ToggleReaction'
+  data: CommandData & { messageId: number; name: string; emoji: string }
+  metadata: CommandMetadata
+}
+
+export type ChatCommand = SendMessage | EditMessage | RetractMessage | ToggleReaction
+
+/** Who gave the command: the person, and the command id they chose (idempotency is per person). */
+export interface EventMetadata {
+  commandId: string
+  personId?: string
+  requestId?: string
+}
+
+/** `authorId` is absent on messages sent before people had ids: they belong to no one. */
 export type MessageSent = {
   type: 'MessageSent'
-  data: { chatId: string; sender: string; content: string; sentAt: string }
-  metadata: { commandId: string; requestId?: string }
+  data: { chatId: string; authorId?: string; sender: string; content: string; sentAt: string }
+  metadata: EventMetadata
 }
 
-export type ChatEvent = MessageSent
+export type MessageEdited = {
+  type: 'MessageEdited'
+  data: { messageId: number; authorId: string; content: string; editedAt: string }
+  metadata: EventMetadata
+}
+
+export type MessageRetracted = {
+  type: 'MessageRetracted'
+  data: { messageId: number; authorId: string; retractedAt: string }
+  metadata: EventMetadata
+}
+
+export type ReactionAdded = {
+  type: 'ReactionAdded'
+  data: { messageId: number; by: string; name: string; emoji: Emoji; reactedAt: string }
+  metadata: EventMetadata
+}
+
+export type ReactionRemoved = {
+  type: 'ReactionRemoved'
+  data: { messageId: number; by: string; name: string; emoji: Emoji; reactedAt: string }
+  metadata: EventMetadata
+}
+
+export type ChatEvent = MessageSent | MessageEdited | MessageRetracted | ReactionAdded | ReactionRemoved
+
+/** What the rules need to know about one message. */
+export interface MessageFacts {
+  authorId: string | undefined
+  content: string
+  retracted: boolean
+  /** `${personId} ${emoji}` for every reaction standing now. */
+  reactions: ReadonlySet<string>
+}
+
+export type Answer = AnswerOf<ChatEvent['type']>
 
 /**
- * Only what decide needs, so it stays small however long the chat is:
- * the version, each sender's send times within the rate window, and the
- * command ids of the latest messages (with the version each produced).
+ * Only what decide needs, so it stays small however long the chat is: the
+ * version, each person's command times within the rate window, the answers to
+ * the latest command ids, and the facts of the messages at hand. `messages`
+ * maps an id to null when that version is known not to be a message.
  */
 export interface Chat {
   version: number
-  recentSends: ReadonlyMap<string, readonly number[]>
-  recentCommands: ReadonlyMap<string, number>
+  recentActs: ReadonlyMap<string, readonly number[]>
+  recentCommands: ReadonlyMap<string, Answer>
+  messages: ReadonlyMap<number, MessageFacts | null>
 }
 
-/** A command the rules refuse. It carries its HTTP meaning: 422 invalid, 429 too fast. */
+export type RejectionStatus = 403 | 404 | 422 | 429
+
+/** A command the rules refuse. It carries its HTTP meaning: 403 not yours, 404 no such message, 422 invalid, 429 too fast. */
 export class Rejection extends Error {
   constructor(
-    readonly status: 422 | 429,
+    readonly status: RejectionStatus,
     message: string,
     readonly retryAfterSeconds?: number,
   ) {
@@ -51,85 +140,286 @@ export class Rejection extends Error {
   }
 }
 
-export type Decision =
-  | { kind: 'accepted'; events: ChatEvent[] }
-  /** The command was handled before: answer as the first time, append nothing. */
-  | { kind: 'duplicate'; version: number }
-  | { kind: 'rejected'; rejection: Rejection }
+export type Decision = DecisionOf<ChatEvent, Rejection>
 
 export function initialState(version = 0): Chat {
-  return { version, recentSends: new Map(), recentCommands: new Map() }
+  return { version, recentActs: new Map(), recentCommands: new Map(), messages: new Map() }
 }
 
-export function decide(command: ChatCommand, state: Chat): Decision {
+/** The message a command is about, if any: the command handler reads its facts from the log before deciding. */
+export function targetOf(command: ChatCommand): number | undefined {
   switch (command.type) {
     case 'SendMessage':
-      return sendMessage(command, state)
+      return undefined
+    case 'EditMessage':
+    case 'RetractMessage':
+    case 'ToggleReaction':
+      return command.data.messageId
     default:
-      return exhaustive(command.type)
+      return exhaustive(command)
+  }
+}
+
+/** The key of a command for idempotency: the same id from two people is two commands. */
+export const commandKey = (personId: string | undefined, commandId: string) => `${personId ?? ''} ${commandId}`
+
+export function decide(command: ChatCommand, state: Chat): Decision {
+  const invalid = validate(command)
+  if (invalid) return reject(422, invalid)
+  const earlier = state.recentCommands.get(commandKey(command.data.personId, command.data.commandId))
+  if (earlier) return { kind: 'duplicate', answer: earlier }
+  const tooFast = rateLimit(command, state)
+  if (tooFast) return { kind: 'rejected', rejection: tooFast }
+  switch (command.type) {
+    case 'SendMessage':
+      return sendMessage(command)
+    case 'EditMessage':
+      return editMessage(command, state)
+    case 'RetractMessage':
+      return retractMessage(command, state)
+    case 'ToggleReaction':
+      return toggleReaction(command, state)
+    default:
+      return exhaustive(command)
   }
 }
 
 export function evolve(state: Chat, event: ChatEvent): Chat {
-  switch (event.type) {
-    case 'MessageSent':
-      return messageSent(state, event)
-    default:
-      return exhaustive(event.type)
-  }
+  const version = state.version + 1
+  const recentActs = withAct(state.recentActs, actorOf(event), Date.parse(timeOf(event)))
+  const recentCommands = withCommand(state.recentCommands, commandKey(event.metadata.personId, event.metadata.commandId), { version, type: event.type })
+  return { version, recentActs, recentCommands, messages: withMessageFacts(state.messages, version, event) }
 }
 
-function sendMessage({ data, metadata }: SendMessage, state: Chat): Decision {
-  const invalid = validate(data)
-  if (invalid) return { kind: 'rejected', rejection: new Rejection(422, invalid) }
-
-  const earlier = state.recentCommands.get(data.commandId)
-  if (earlier !== undefined) return { kind: 'duplicate', version: earlier }
-
-  const now = metadata.now.getTime()
-  const sends = (state.recentSends.get(data.sender) ?? []).filter((at) => at > now - RATE_WINDOW_MS)
-  if (sends.length >= RATE_LIMIT) {
-    const retryAfterSeconds = Math.max(1, Math.ceil((sends[0]! + RATE_WINDOW_MS - now) / 1000))
-    const rejection = new Rejection(429, `Slow down: at most ${RATE_LIMIT} messages a minute. Try again in ${retryAfterSeconds} s.`, retryAfterSeconds)
-    return { kind: 'rejected', rejection }
-  }
-
-  const event: MessageSent = {
-    type: 'MessageSent',
-    data: { chatId: data.chatId, sender: data.sender.trim(), content: normalizeContent(data.content), sentAt: metadata.now.toISOString() },
-    metadata: { commandId: data.commandId, ...(metadata.requestId ? { requestId: metadata.requestId } : {}) },
-  }
-  return { kind: 'accepted', events: [event] }
+/**
+ * Adds facts read from the log (a message's own events, up to the state's
+ * version) to a state, for a command about a message that is not at hand.
+ */
+export function withKnownMessages(state: Chat, known: ReadonlyMap<number, MessageFacts | null>): Chat {
+  if (known.size === 0) return state
+  const messages = new Map(state.messages)
+  for (const [id, facts] of known) messages.set(id, facts)
+  return { ...state, messages }
 }
 
-function validate({ chatId, sender, content, commandId }: SendMessage['data']): string | undefined {
+/** Folds one message's own events (its MessageSent first) into its facts. */
+export function messageFacts(events: ChatEvent[]): MessageFacts | null {
+  const [sent, ...changes] = events
+  if (sent?.type !== 'MessageSent') return null
+  return changes.reduce(applyToFacts, { authorId: sent.data.authorId, content: sent.data.content, retracted: false, reactions: new Set<string>() })
+}
+
+/**
+ * Whether a command may go ahead, as far as it can tell alone (before any
+ * state): the rules that depend on the chat's history come after.
+ */
+export function validate(command: ChatCommand): string | undefined {
+  const { chatId, personId, commandId } = command.data
   if (!CHAT_ID_PATTERN.test(chatId)) return 'A chat name is 1 to 64 lowercase letters, digits, "-" or "_", starting with a letter or digit.'
-  const senderLength = length(sender.trim())
-  if (senderLength < 1 || senderLength > MAX_SENDER_LENGTH) return `A name is 1 to ${MAX_SENDER_LENGTH} characters.`
   if (!COMMAND_ID_PATTERN.test(commandId)) return 'The command id is 1 to 64 letters, digits, "-" or "_".'
+  if (typeof personId !== 'string' || personId.length === 0) return 'Every command needs a person: open the chat page once to get a session.'
+  switch (command.type) {
+    case 'SendMessage': {
+      const senderLength = length(command.data.sender.trim())
+      if (senderLength < 1 || senderLength > MAX_SENDER_LENGTH) return `A name is 1 to ${MAX_SENDER_LENGTH} characters.`
+      if (!command.data.sender.isWellFormed()) return 'A name cannot contain broken characters (a lone surrogate).'
+      return validContent(command.data.content)
+    }
+    case 'EditMessage':
+      return validMessageId(command.data.messageId) ?? validContent(command.data.content)
+    case 'RetractMessage':
+      return validMessageId(command.data.messageId)
+    case 'ToggleReaction':
+      if (!(REACTIONS as readonly string[]).includes(command.data.emoji)) return `A reaction is one of ${REACTIONS.join(' ')}.`
+      return validMessageId(command.data.messageId)
+    default:
+      return exhaustive(command)
+  }
+}
+
+function sendMessage({ data, metadata }: SendMessage): Decision {
+  return accept({
+    type: 'MessageSent',
+    data: { chatId: data.chatId, authorId: data.personId, sender: data.sender.trim(), content: normalizeContent(data.content), sentAt: metadata.now.toISOString() },
+    metadata: metadataOf(data, metadata),
+  })
+}
+
+function editMessage({ data, metadata }: EditMessage, state: Chat): Decision {
+  const message = ownMessage(state, data.messageId, data.personId, 'edit')
+  if ('rejection' in message) return message
+  const content = normalizeContent(data.content)
+  if (content === message.content) return { kind: 'accepted', events: [] }
+  return accept({
+    type: 'MessageEdited',
+    data: { messageId: data.messageId, authorId: data.personId, content, editedAt: metadata.now.toISOString() },
+    metadata: metadataOf(data, metadata),
+  })
+}
+
+function retractMessage({ data, metadata }: RetractMessage, state: Chat): Decision {
+  const message = ownMessage(state, data.messageId, data.personId, 'retract')
+  if ('rejection' in message) return message
+  return accept({
+    type: 'MessageRetracted',
+    data: { messageId: data.messageId, authorId: data.personId, retractedAt: metadata.now.toISOString() },
+    metadata: metadataOf(data, metadata),
+  })
+}
+
+function toggleReaction({ data, metadata }: ToggleReaction, state: Chat): Decision {
+  const message = state.messages.get(data.messageId)
+  if (!message) return noSuchMessage(data.messageId)
+  if (message.retracted) return reject(422, 'That message was retracted: there is nothing left to react to.')
+  const emoji = data.emoji as Emoji
+  const standing = message.reactions.has(`${data.personId} ${emoji}`)
+  return accept({
+    type: standing ? 'ReactionRemoved' : 'ReactionAdded',
+    data: { messageId: data.messageId, by: data.personId, name: data.name.trim(), emoji, reactedAt: metadata.now.toISOString() },
+    metadata: metadataOf(data, metadata),
+  })
+}
+
+/** The message, when it exists, is the person's own, and is not retracted. */
+function ownMessage(state: Chat, messageId: number, personId: string, verb: string): MessageFacts | Extract<Decision, { kind: 'rejected' }> {
+  const message = state.messages.get(messageId)
+  if (!message) return noSuchMessage(messageId)
+  if (message.authorId === undefined || message.authorId !== personId) return reject(403, `Only the person who wrote a message can ${verb} it.`)
+  if (message.retracted) return reject(422, 'That message was retracted already.')
+  return message
+}
+
+function rateLimit(command: ChatCommand, state: Chat): Rejection | undefined {
+  const now = command.metadata.now.getTime()
+  const acts = (state.recentActs.get(command.data.personId) ?? []).filter((at) => at > now - RATE_WINDOW_MS)
+  if (acts.length < RATE_LIMIT) return undefined
+  const retryAfterSeconds = Math.max(1, Math.ceil((acts[0]! + RATE_WINDOW_MS - now) / 1000))
+  return new Rejection(429, `Slow down: at most ${RATE_LIMIT} messages and changes a minute. Try again in ${retryAfterSeconds} s.`, retryAfterSeconds)
+}
+
+function validContent(content: string): string | undefined {
+  if (!content.isWellFormed()) return 'The message contains broken characters (a lone surrogate); please type it again.'
   const contentLength = length(normalizeContent(content))
   if (contentLength < 1) return 'Write something first: a message cannot be empty.'
   if (contentLength > MAX_CONTENT_LENGTH) return `A message is at most ${MAX_CONTENT_LENGTH} characters; this one has ${contentLength}.`
   return undefined
 }
 
-function messageSent(state: Chat, { data, metadata }: MessageSent): Chat {
-  const at = Date.parse(data.sentAt)
-  const version = state.version + 1
+function validMessageId(messageId: number): string | undefined {
+  return Number.isSafeInteger(messageId) && messageId >= 1 ? undefined : 'A message id is a whole number from 1.'
+}
 
-  // Forget what can no longer matter, so the state stays bounded.
-  const recentSends = new Map<string, readonly number[]>()
-  for (const [sender, times] of state.recentSends) {
-    const kept = times.filter((time) => time > at - RATE_WINDOW_MS)
-    if (kept.length > 0) recentSends.set(sender, kept)
+function noSuchMessage(messageId: number): Extract<Decision, { kind: 'rejected' }> {
+  return reject(404, `There is no message ${messageId} in this chat.`)
+}
+
+function reject(status: RejectionStatus, message: string): Extract<Decision, { kind: 'rejected' }> {
+  return { kind: 'rejected', rejection: new Rejection(status, message) }
+}
+
+function accept(event: ChatEvent): Decision {
+  return { kind: 'accepted', events: [event] }
+}
+
+function metadataOf(data: CommandData, metadata: CommandMetadata): EventMetadata {
+  return { commandId: data.commandId, personId: data.personId, ...(metadata.requestId ? { requestId: metadata.requestId } : {}) }
+}
+
+/** The person an event counts against in the rate window (none for messages from before people had ids). */
+function actorOf(event: ChatEvent): string | undefined {
+  switch (event.type) {
+    case 'MessageSent':
+      return event.data.authorId
+    case 'MessageEdited':
+    case 'MessageRetracted':
+      return event.data.authorId
+    case 'ReactionAdded':
+    case 'ReactionRemoved':
+      return event.data.by
+    default:
+      return exhaustive(event)
   }
-  recentSends.set(data.sender, [...(recentSends.get(data.sender) ?? []), at])
+}
 
-  const recentCommands = new Map(state.recentCommands)
-  recentCommands.set(metadata.commandId, version)
-  if (recentCommands.size > RECENT_COMMANDS) recentCommands.delete(recentCommands.keys().next().value!)
+/** When an event happened, by the clock of the command that caused it. */
+export function timeOf(event: ChatEvent): string {
+  switch (event.type) {
+    case 'MessageSent':
+      return event.data.sentAt
+    case 'MessageEdited':
+      return event.data.editedAt
+    case 'MessageRetracted':
+      return event.data.retractedAt
+    case 'ReactionAdded':
+    case 'ReactionRemoved':
+      return event.data.reactedAt
+    default:
+      return exhaustive(event)
+  }
+}
 
-  return { version, recentSends, recentCommands }
+/** The message an event concerns: its own version for a MessageSent. */
+export function messageIdOf(event: ChatEvent, version: number): number {
+  return event.type === 'MessageSent' ? version : event.data.messageId
+}
+
+/**
+ * Only the actor's own list is copied and trimmed, so folding an event does
+ * not cost in proportion to everyone who spoke in the last minute; people who
+ * went quiet are dropped when the map grows.
+ */
+function withAct(acts: ReadonlyMap<string, readonly number[]>, actor: string | undefined, at: number): ReadonlyMap<string, readonly number[]> {
+  if (actor === undefined || Number.isNaN(at)) return acts
+  const next = new Map(acts)
+  const horizon = at - RATE_WINDOW_MS
+  const own = (acts.get(actor) ?? []).filter((time) => time > horizon)
+  own.push(at)
+  next.set(actor, own.length > RATE_LIMIT ? own.slice(-RATE_LIMIT) : own)
+  if (next.size > 64) {
+    for (const [person, times] of next) if (times.at(-1)! <= horizon) next.delete(person)
+  }
+  return next
+}
+
+function withCommand(commands: ReadonlyMap<string, Answer>, key: string, answer: Answer): ReadonlyMap<string, Answer> {
+  const next = new Map(commands)
+  next.set(key, answer)
+  if (next.size > RECENT_COMMANDS) next.delete(next.keys().next().value!)
+  return next
+}
+
+function withMessageFacts(messages: ReadonlyMap<number, MessageFacts | null>, version: number, event: ChatEvent): ReadonlyMap<number, MessageFacts | null> {
+  const id = messageIdOf(event, version)
+  const known = messages.get(id)
+  if (event.type !== 'MessageSent' && !known) return messages
+  const next = new Map(messages)
+  if (event.type === 'MessageSent') {
+    next.set(id, { authorId: event.data.authorId, content: event.data.content, retracted: false, reactions: new Set() })
+    if (next.size > KNOWN_MESSAGES) next.delete(next.keys().next().value!)
+  } else {
+    next.set(id, applyToFacts(known!, event))
+  }
+  return next
+}
+
+function applyToFacts(facts: MessageFacts, event: ChatEvent): MessageFacts {
+  switch (event.type) {
+    case 'MessageSent':
+      return facts
+    case 'MessageEdited':
+      return { ...facts, content: event.data.content }
+    case 'MessageRetracted':
+      return { ...facts, retracted: true, content: '' }
+    case 'ReactionAdded':
+      return { ...facts, reactions: new Set(facts.reactions).add(`${event.data.by} ${event.data.emoji}`) }
+    case 'ReactionRemoved': {
+      const reactions = new Set(facts.reactions)
+      reactions.delete(`${event.data.by} ${event.data.emoji}`)
+      return { ...facts, reactions }
+    }
+    default:
+      return exhaustive(event)
+  }
 }
 
 /** Line endings become \n (a bare \r would also end a line in an SSE frame); control characters go. */
@@ -148,6 +438,8 @@ function length(text: string): number {
   return count
 }
 
-function exhaustive(value: never): never {
-  throw new Error(`unhandled: ${String(value)}`)
+export const chatDecider: Decider<ChatCommand, ChatEvent, Chat> = { decide, evolve, initialState }
+
+export function exhaustive(value: never): never {
+  throw new Error(`unhandled: ${JSON.stringify(value)}`)
 }

@@ -1,19 +1,20 @@
 import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import { Router, type Request, type Response } from 'express'
+import { Router, type NextFunction, type Request, type Response } from 'express'
 import type { DB } from '../db/database.js'
+import { readMessageEvents } from '../event-store/event-store.js'
 import { HttpError, wantsJson } from '../http/errors.js'
-import { chatIdParam, versionParam } from '../http/params.js'
+import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
-import { partialRenderer, today, type MessageRenderer } from '../http/views.js'
-import { CHAT_ID_PATTERN, Rejection, type SendMessage } from './chat.js'
-import { headVersion, messagesBefore, recentChats, unbrokenRun, type Message } from './messages-projection.js'
+import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../http/views.js'
+import { CHAT_ID_PATTERN, Rejection, type ChatCommand } from './chat.js'
+import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
+import { headVersion, messageById, messageJson, messagesBefore, recentChats, type Message } from './messages-projection.js'
 import type { ProjectionWatch } from './projection-watch.js'
-import type { SendMessageHandler } from './send-message.js'
 
 export interface ChatRoutesDeps {
   db: DB
-  sendMessage: SendMessageHandler
+  chats: ChatHandler
   projectionWatch: ProjectionWatch
   renderMessage: MessageRenderer
   secureCookies: 'auto' | boolean
@@ -23,13 +24,16 @@ export interface ChatRoutesDeps {
 export const PAGE_SIZE = 50
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, chats, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const latestPages = new LRUCache<string, LatestMessages>({ max: 1_000 })
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
   // The composer answers every htmx post: compiled once, not looked up and rendered through the view engine each time.
   const renderComposer = partialRenderer<{ chatId: string; composer: Composer; nonce: string }>('_composer')
   const sendComposer = (res: Response, chatId: string, composer: Composer) => void res.type('html').send(renderComposer({ chatId, composer, nonce: res.locals.nonce }))
+  const renderEditForm = partialRenderer<{ message: Message; form: Composer; nonce: string }>('_edit-form')
+  const metadata = (res: Response) => ({ now: clock(), requestId: res.locals.requestId })
+  const person = (res: Response) => ({ personId: res.locals.personId })
 
   router.get('/', async (req, res) => {
     // "Change" on a chat page comes here with its room filled in, so a new name lands back in that room.
@@ -64,14 +68,10 @@ export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, se
 
   router.post('/chats/:chatId/messages', async (req, res, next) => {
     const chatId = String(req.params.chatId)
-    const { content, commandId } = messageBody(req)
-    const command: SendMessage = {
-      type: 'SendMessage',
-      data: { chatId, sender: res.locals.name, content, commandId },
-      metadata: { now: clock(), requestId: res.locals.requestId },
-    }
+    const { content, commandId } = textBody(req)
+    const command: ChatCommand = { type: 'SendMessage', data: { chatId, ...person(res), sender: res.locals.name, content, commandId }, metadata: metadata(res) }
     try {
-      const { version } = await sendMessage.send(command)
+      const { version } = await chats.handle(command)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return sendComposer(res, chatId, freshComposer())
       await projectionWatch.until(db, chatId, version, PROJECTION_WAIT_MS)
@@ -79,8 +79,7 @@ export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, se
     } catch (error) {
       if (!(error instanceof Rejection) || wantsJson(req) || !CHAT_ID_PATTERN.test(chatId)) return next(error)
       // The composer comes back with its error and the text as typed, so nothing is lost.
-      res.status(error.status)
-      if (error.retryAfterSeconds) res.set('Retry-After', String(error.retryAfterSeconds))
+      refuse(res, error)
       const composer = { content, commandId, error: error.message }
       if (req.get('hx-request')) return sendComposer(res, chatId, composer)
       res.render('chat', await chatPage(chatId, res, composer))
@@ -91,41 +90,146 @@ export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, se
     const chatId = chatIdFrom(req)
     const before = versionParam(req.query.before, 'before')
     const messages = await messagesBefore(db, chatId, before, PAGE_SIZE)
-    if (wantsJson(req)) return void res.json({ chatId, messages: messages.map(toJson) })
+    if (wantsJson(req)) return void res.json({ chatId, messages: messages.map(messageJson) })
     // htmx swaps the fragment in place; without JavaScript the same link opens a page.
-    res.render(req.get('hx-request') ? 'partials/_older' : 'older', { title: `Earlier in #${chatId}`, chatId, messages, hasOlder: (messages[0]?.version ?? 1) > 1 })
+    res.render(req.get('hx-request') ? 'partials/_older' : 'older', { title: `Earlier in #${chatId}`, chatId, messages, hasOlder: (messages[0]?.messageId ?? 1) > 1 })
   })
 
-  /** Everything the chat page shows: the latest unbroken run of messages, the composer, where the stream resumes. */
+  /** One message as it is now: its fragment (Cancel of an edit comes back here), or JSON. */
+  router.get('/chats/:chatId/messages/:messageId', async (req, res) => {
+    const message = await existingMessage(req)
+    if (wantsJson(req)) return void res.json(messageJson(message))
+    if (req.get('hx-request')) return void res.type('html').send(renderMessage(message))
+    res.redirect(303, messageUrl(message.chatId, message.messageId))
+  })
+
+  /** The edit form, in place of the message (htmx) or as a page of its own (no JavaScript). Only the author's. */
+  router.get('/chats/:chatId/messages/:messageId/edit', async (req, res) => {
+    const message = await existingMessage(req)
+    if (message.authorId === undefined || message.authorId !== res.locals.personId) throw new HttpError(403, 'Only the person who wrote a message can edit it.')
+    if (message.retractedAt) throw new HttpError(410, 'That message was retracted: there is nothing left to edit.')
+    const form = { content: message.content ?? '', commandId: randomUUID() }
+    if (req.get('hx-request')) return void res.type('html').send(renderEditForm({ message, form, nonce: res.locals.nonce }))
+    res.render('edit', { title: `Edit a message in #${message.chatId}`, chatId: message.chatId, message, form })
+  })
+
+  router.post('/chats/:chatId/messages/:messageId/edits', async (req, res, next) => {
+    const { chatId, messageId } = messageParams(req)
+    const { content, commandId } = textBody(req)
+    const command: ChatCommand = { type: 'EditMessage', data: { chatId, ...person(res), messageId, content, commandId }, metadata: metadata(res) }
+    await act(req, res, next, command, async (rejection) => {
+      // The edit form comes back with its error and the text as typed, like the composer.
+      const message = await messageById(db, chatId, messageId)
+      if (!message || rejection.status === 404 || rejection.status === 403) return undefined
+      const form = { content, commandId, error: rejection.message }
+      if (req.get('hx-request')) return renderEditForm({ message, form, nonce: res.locals.nonce })
+      return { view: 'edit', locals: { title: `Edit a message in #${chatId}`, chatId, message, form } }
+    })
+  })
+
+  router.post('/chats/:chatId/messages/:messageId/retraction', async (req, res, next) => {
+    const { chatId, messageId } = messageParams(req)
+    const command: ChatCommand = { type: 'RetractMessage', data: { chatId, ...person(res), messageId, commandId: commandIdBody(req) }, metadata: metadata(res) }
+    await act(req, res, next, command)
+  })
+
+  router.post('/chats/:chatId/messages/:messageId/reactions', async (req, res, next) => {
+    const { chatId, messageId } = messageParams(req)
+    const body = formBody(req)
+    if (typeof body.emoji !== 'string') throw new HttpError(body.emoji === undefined ? 422 : 400, 'Say which reaction: "emoji" is one of 👍 ❤️ 😂 🎉 😮 🙏.')
+    const command: ChatCommand = {
+      type: 'ToggleReaction',
+      data: { chatId, ...person(res), name: res.locals.name, messageId, emoji: body.emoji, commandId: commandIdBody(req) },
+      metadata: metadata(res),
+    }
+    await act(req, res, next, command)
+  })
+
+  /** A message's versions, oldest first, read from the log: what it said, and when. */
+  router.get('/chats/:chatId/messages/:messageId/history', async (req, res) => {
+    const { chatId, messageId } = messageParams(req)
+    const events = (await readMessageEvents(db, streamIdOf(chatId), [messageId], Number.MAX_SAFE_INTEGER)).map((stored) => ({ stored, event: toChatEvent(stored) }))
+    const sent = events.find(({ stored, event }) => stored.version === messageId && event.type === 'MessageSent')
+    if (!sent || sent.event.type !== 'MessageSent') throw new HttpError(404, `There is no message ${messageId} in #${chatId}.`)
+    if (events.some(({ event }) => event.type === 'MessageRetracted')) throw new HttpError(410, 'That message was retracted: its history is gone with it.')
+    const versions = [{ version: messageId, content: sent.event.data.content, at: sent.event.data.sentAt }]
+    for (const { stored, event } of events) {
+      if (event.type === 'MessageEdited' && event.data.messageId === messageId) versions.push({ version: stored.version, content: event.data.content, at: event.data.editedAt })
+    }
+    if (wantsJson(req)) return void res.json({ chatId, messageId, versions })
+    res.render('history', { title: `History of a message in #${chatId}`, chatId, messageId, sender: sent.event.data.sender, versions: versions.map((v) => ({ ...v, at: new Date(v.at) })) })
+  })
+
+  /**
+   * Runs a command about a message and answers: JSON `{chatId, messageId,
+   * version}` (reactions add `reacted`); htmx, the message's fragment as it
+   * is now; a plain form, 303 back to the message. A refusal answers its
+   * status with `failed`'s view when it has one (the edit form, text kept),
+   * else through the error middleware.
+   */
+  async function act(req: Request, res: Response, next: NextFunction, command: Exclude<ChatCommand, { type: 'SendMessage' }>, failed?: (rejection: Rejection) => Promise<string | { view: string; locals: object } | undefined>) {
+    const { chatId, messageId } = command.data
+    try {
+      const result = await chats.handle(command)
+      const answer = { chatId, messageId, version: result.version, ...(command.type === 'ToggleReaction' ? { reacted: result.type === 'ReactionAdded' } : {}) }
+      if (wantsJson(req)) return void res.status(200).json(answer)
+      await projectionWatch.until(db, chatId, result.version, PROJECTION_WAIT_MS)
+      if (!req.get('hx-request')) return res.redirect(303, messageUrl(chatId, messageId))
+      const message = await messageById(db, chatId, messageId)
+      res.type('html').send(message ? renderMessage(message) : '')
+    } catch (error) {
+      if (!(error instanceof Rejection) || wantsJson(req)) return next(error)
+      const view = (await failed?.(error)) ?? (req.get('hx-request') ? await messageWithError(chatId, messageId, error) : undefined)
+      if (view === undefined) return next(error)
+      refuse(res, error)
+      if (typeof view === 'string') return void res.type('html').send(view)
+      res.render(view.view, view.locals)
+    }
+  }
+
+  /** The message's fragment with the reason a command about it was refused, so the answer lands in place. */
+  async function messageWithError(chatId: string, messageId: number, rejection: Rejection): Promise<string | undefined> {
+    const message = await messageById(db, chatId, messageId)
+    if (!message) return undefined
+    return renderMessage(message).replace(/<\/article>$/, `<p class="error" role="alert">${escapeHtml(rejection.message)}</p></article>`)
+  }
+
+  async function existingMessage(req: Request): Promise<Message> {
+    const { chatId, messageId } = messageParams(req)
+    const message = await messageById(db, chatId, messageId)
+    if (!message) throw new HttpError(404, `There is no message ${messageId} in #${chatId}.`)
+    return message
+  }
+
+  /** Everything the chat page shows: the latest messages, the composer, where the stream resumes. */
   async function chatPage(chatId: string, res: Response, composer: Partial<Composer>) {
     return {
       title: `#${chatId}`,
       chatId,
       ...(await latestMessages(chatId)),
       composer: { ...freshComposer(), ...composer },
-      me: res.locals.name,
+      personId: res.locals.personId,
     }
   }
 
   /**
-   * The chat page's message list: the latest unbroken run of messages,
-   * rendered once per chat version and day for everyone who opens the chat
-   * (own messages are told apart by a per-reader style rule, not in here).
-   * The chat's head comes from what this node has seen projected, else from
-   * one index-only query.
+   * The chat page's message list: the latest messages as of the chat's head
+   * version, rendered once per chat version and day for everyone who opens
+   * the chat ("mine" is a per-reader style rule, not in here). The head is
+   * read first: the rows read after it are at that version or later, and the
+   * stream resumes after the head, so a later change still arrives as a frame.
    */
   async function latestMessages(chatId: string): Promise<LatestMessages> {
     const head = projectionWatch.head(chatId) ?? (await headVersion(db, chatId))
     const key = `${today()} ${chatId} ${head}`
     const cached = latestPages.get(key)
     if (cached) return cached
-    const latest = await messagesBefore(db, chatId, head + 1, PAGE_SIZE)
-    const messages = latest.length > 0 ? unbrokenRun(latest, latest[0]!.version - 1) : []
+    const messages = await messagesBefore(db, chatId, undefined, PAGE_SIZE)
     const page = {
       messagesHtml: messages.map(renderMessage).join(''),
-      first: messages[0]?.version ?? 0,
-      after: messages.at(-1)?.version ?? 0,
-      hasOlder: (messages[0]?.version ?? 1) > 1,
+      first: messages[0]?.messageId ?? 0,
+      after: head,
+      hasOlder: (messages[0]?.messageId ?? 1) > 1,
     }
     latestPages.set(key, page)
     return page
@@ -137,16 +241,17 @@ export function chatRoutes({ db, sendMessage, projectionWatch, renderMessage, se
 /**
  * Read-your-writes for a plain form post. Its 303 leads to a page rendered
  * from the read model, which the projector fills milliseconds after the
- * append; a page without JavaScript has no stream to bring the message later.
- * So the redirect waits, bounded, until the message is projected. Past the
- * bound the message is still safe in the log and shows on the next load.
+ * append; a page without JavaScript has no stream to bring the change later.
+ * So the redirect waits, bounded, until the change is projected. Past the
+ * bound the change is still safe in the log and shows on the next load.
  */
 const PROJECTION_WAIT_MS = 3_000
 
 interface LatestMessages {
   messagesHtml: string
-  /** The first and last version shown; 0 when the chat is empty. */
+  /** The first message id shown; 0 when the chat is empty. */
   first: number
+  /** The chat version the list shows: where its live stream resumes. */
   after: number
   hasOlder: boolean
 }
@@ -161,12 +266,21 @@ function freshComposer(): Composer {
   return { content: '', commandId: randomUUID() }
 }
 
-function toJson(message: Message) {
-  return { chatId: message.chatId, version: message.version, sender: message.sender, content: message.content, sentAt: message.sentAt.toISOString() }
+function messageUrl(chatId: string, messageId: number): string {
+  return `/chats/${chatId}#message-${chatId}-${messageId}`
+}
+
+function refuse(res: Response, rejection: Rejection): void {
+  res.status(rejection.status)
+  if (rejection.retryAfterSeconds) res.set('Retry-After', String(rejection.retryAfterSeconds))
 }
 
 function chatIdFrom(req: Request): string {
   return chatIdParam(String(req.params.chatId))
+}
+
+function messageParams(req: Request): { chatId: string; messageId: number } {
+  return { chatId: chatIdFrom(req), messageId: messageIdParam(String(req.params.messageId)) }
 }
 
 /** "Tea Time!" → "tea-time": what people type in the room field becomes a chat id. */
@@ -183,12 +297,17 @@ function formBody(req: Request): Record<string, unknown> {
   return (req.body ?? {}) as Record<string, unknown>
 }
 
-function messageBody(req: Request): { content: string; commandId: string } {
+function textBody(req: Request): { content: string; commandId: string } {
   const body = formBody(req)
   if (body.content !== undefined && typeof body.content !== 'string') throw new HttpError(400, '"content" must be a string.')
-  if (body.commandId !== undefined && typeof body.commandId !== 'string') throw new HttpError(400, '"commandId" must be a string.')
-  // Without a commandId (a quick curl) the message is still accepted, just not deduplicated on retry.
-  return { content: body.content ?? '', commandId: body.commandId || randomUUID() }
+  return { content: body.content ?? '', commandId: commandIdBody(req) }
+}
+
+/** Without a commandId (a quick curl) the command is still accepted, just not deduplicated on retry. */
+function commandIdBody(req: Request): string {
+  const { commandId } = formBody(req)
+  if (commandId !== undefined && typeof commandId !== 'string') throw new HttpError(400, '"commandId" must be a string.')
+  return commandId || randomUUID()
 }
 
 /** A body we could not parse must not pass as an empty one. */

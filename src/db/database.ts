@@ -24,18 +24,35 @@ export interface EventsTable {
   recorded_at: Generated<Date>
 }
 
+type Timestamp = ColumnType<Date, Date | string, Date | string>
+
 export interface MessagesTable {
   chat_id: string
-  version: BigIntColumn
+  /** The chat version the message was sent at. */
+  message_id: BigIntColumn
   event_id: string
+  author_id: string | null
   sender: string
-  content: string
-  sent_at: ColumnType<Date, Date | string, Date | string>
+  /** Null once retracted. */
+  content: string | null
+  sent_at: Timestamp
+  edited_at: Timestamp | null
+  retracted_at: Timestamp | null
+  reactions: Json<Record<string, Record<string, string>>>
+  changed_version: BigIntColumn
+}
+
+/** One row per chat version: the message it changed. */
+export interface ChatChangesTable {
+  chat_id: string
+  version: BigIntColumn
+  message_id: BigIntColumn
 }
 
 export interface ChatsTable {
   chat_id: string
   version: BigIntColumn
+  message_count: BigIntColumn
   last_sender: string
   last_sent_at: ColumnType<Date, Date | string, Date | string>
 }
@@ -51,6 +68,7 @@ export interface Database {
   streams: StreamsTable
   events: EventsTable
   messages: MessagesTable
+  chat_changes: ChatChangesTable
   chats: ChatsTable
   projector_checkpoints: ProjectorCheckpointsTable
 }

@@ -107,16 +107,36 @@ export async function readStreamBackwards(db: Tx | DB, streamId: string, { befor
   return rows.reverse().map(toStoredEvent)
 }
 
-/** The version at which a command id was appended to a stream, if it was. */
-export async function findCommand(db: Tx | DB, streamId: string, commandId: string): Promise<number | undefined> {
+/** The version and type of the event a person's command id appended to a stream, if it did. */
+export async function findCommand(db: Tx | DB, streamId: string, personId: string | undefined, commandId: string): Promise<{ version: number; type: string } | undefined> {
   const row = await db
     .selectFrom('events')
-    .select('stream_version')
+    .select(['stream_version', 'event_type'])
     .where('stream_id', '=', streamId)
+    .where(sql`coalesce(metadata ->> 'personId', '')`, '=', personId ?? '')
     .where(sql`metadata ->> 'commandId'`, '=', commandId)
     .where(sql<boolean>`metadata ? 'commandId'`)
     .executeTakeFirst()
-  return row ? Number(row.stream_version) : undefined
+  return row ? { version: Number(row.stream_version), type: row.event_type } : undefined
+}
+
+/**
+ * The events of some messages of one stream, up to a version, in version
+ * order: each message's first event (at its own version) and every event
+ * whose `data.messageId` names it, found by index however long the stream.
+ */
+export async function readMessageEvents(db: Tx | DB, streamId: string, messageIds: number[], upTo: number): Promise<StoredEvent[]> {
+  if (messageIds.length === 0) return []
+  const { rows } = await sql<EventRecord>`
+    select stream_id, stream_version, event_id, event_type, data, metadata, recorded_at
+    from events where stream_id = ${streamId} and stream_version = any(${messageIds}::bigint[]) and stream_version <= ${upTo}
+    union
+    select stream_id, stream_version, event_id, event_type, data, metadata, recorded_at
+    from events
+    where stream_id = ${streamId} and data ? 'messageId' and (data ->> 'messageId')::bigint = any(${messageIds}::bigint[]) and stream_version <= ${upTo}
+    order by stream_version
+  `.execute(db)
+  return rows.map(toStoredEvent)
 }
 
 /**

@@ -15,3 +15,9 @@ export function versionParam(value: unknown, name: string): number | undefined {
   if (typeof value !== 'string' || !VERSION_PATTERN.test(value)) throw new HttpError(400, `${name} must be a message version (a whole number).`)
   return Number(value)
 }
+
+/** A message id in a URL: the chat version it was sent at. Anything else names no message: 404. */
+export function messageIdParam(value: string | undefined): number {
+  if (value === undefined || !VERSION_PATTERN.test(value) || Number(value) < 1) throw new HttpError(404, 'No message has that id: message ids are whole numbers from 1.')
+  return Number(value)
+}

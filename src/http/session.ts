@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto'
+import { createHash, randomBytes, randomInt } from 'node:crypto'
 import type { NextFunction, Request, Response } from 'express'
 import { MAX_SENDER_LENGTH } from '../chat/chat.js'
 
@@ -34,44 +34,74 @@ export function parseName(value: unknown): { name: string } | { error: string } 
 
 declare module 'express-serve-static-core' {
   interface Locals {
-    /** The person's display name: from the signed session cookie, or a fresh random one. */
+    /** The person's stable id: from the signed session cookie, or a fresh one. What every rule about a person keys on. */
+    personId: string
+    /** The person's display name: a label, not an identity. */
     name: string
-    /** True when the name came from a valid cookie rather than being made up for this request. */
+    /** True when the session came from a valid cookie rather than being made up for this request. */
     hasSession: boolean
   }
 }
 
+/** 128 random bits, base64url: 22 characters. */
+const PERSON_ID_PATTERN = /^[A-Za-z0-9_-]{22}$/
+/** Cookie value "p1.<personId>.<name>"; a cookie from before people had ids holds only the name. */
+const SESSION_VALUE = /^p1\.([A-Za-z0-9_-]{22})\.(.*)$/s
+
+export function newPersonId(): string {
+  return randomBytes(16).toString('base64url')
+}
+
 /**
- * The sender of every command comes from here, never from a request field.
- * The cookie is signed (cookie-parser + SESSION_SECRET); a forged or tampered
- * one reads as no session. A person without a session gets a random name,
- * kept in a new cookie so it stays theirs.
+ * A person's public tag: shown in pages and fragments (who wrote a message,
+ * who reacted) so a page can tell "mine" with a CSS rule, without giving away
+ * the id itself. One-way, and the same on every node.
+ */
+export function personTag(personId: string): string {
+  return createHash('sha256').update(`live-tea person ${personId}`).digest('base64url').slice(0, 16)
+}
+
+/** The session a signed cookie value holds: person and name, or the name alone from an older cookie (to be upgraded). */
+export function parseSession(raw: unknown): { personId?: string; name: string } | undefined {
+  if (typeof raw !== 'string') return undefined
+  const match = SESSION_VALUE.exec(raw)
+  const parsed = parseName(match ? match[2] : raw)
+  if ('error' in parsed) return undefined
+  return match && PERSON_ID_PATTERN.test(match[1]!) ? { personId: match[1]!, name: parsed.name } : { name: parsed.name }
+}
+
+/**
+ * The person behind every command comes from here, never from a request
+ * field. The cookie is signed (cookie-parser + SESSION_SECRET); a forged or
+ * tampered one reads as no session. A person without a session gets a new id
+ * and a random name, kept in a new cookie so they stay theirs; a cookie from
+ * before people had ids keeps its name and gets an id.
  */
 export function session({ secure }: { secure: 'auto' | boolean }) {
   return (req: Request, res: Response, next: NextFunction) => {
-    const raw = req.signedCookies?.[SESSION_COOKIE]
-    const parsed = typeof raw === 'string' ? parseName(raw) : undefined
-    if (parsed && 'name' in parsed) {
+    const parsed = parseSession(req.signedCookies?.[SESSION_COOKIE])
+    res.locals.hasSession = parsed?.personId !== undefined
+    if (parsed?.personId) {
+      res.locals.personId = parsed.personId
       res.locals.name = parsed.name
-      res.locals.hasSession = true
     } else {
-      res.locals.name = randomName()
-      res.locals.hasSession = false
-      setSession(res, res.locals.name, secure === 'auto' ? req.secure : secure)
+      res.locals.personId = newPersonId()
+      setSession(res, parsed?.name ?? randomName(), secure === 'auto' ? req.secure : secure)
     }
     next()
   }
 }
 
+/** Sets the session cookie for `res.locals.personId` with a (new) display name. */
 export function setSession(res: Response, name: string, secure: boolean): void {
   res.locals.name = name
-  // Replace the random-name cookie this response may already carry: two
-  // Set-Cookie headers for one cookie leave clients guessing which wins.
+  // Replace the cookie this response may already carry: two Set-Cookie
+  // headers for one cookie leave clients guessing which wins.
   const previous = res.getHeader('Set-Cookie')
   if (previous !== undefined) {
     const others = [previous].flat().map(String).filter((cookie) => !cookie.startsWith(`${SESSION_COOKIE}=`))
     if (others.length > 0) res.setHeader('Set-Cookie', others)
     else res.removeHeader('Set-Cookie')
   }
-  res.cookie(SESSION_COOKIE, name, { signed: true, httpOnly: true, sameSite: 'lax', secure, maxAge: ONE_YEAR_MS, path: '/' })
+  res.cookie(SESSION_COOKIE, `p1.${res.locals.personId}.${name}`, { signed: true, httpOnly: true, sameSite: 'lax', secure, maxAge: ONE_YEAR_MS, path: '/' })
 }

@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import ejs from 'ejs'
 import { LRUCache } from 'lru-cache'
+import { REACTIONS } from '../chat/chat.js'
 import type { Message } from '../chat/messages-projection.js'
+import { personTag } from './session.js'
 
 export const VIEWS_DIR = fileURLToPath(new URL('../../views/', import.meta.url))
 
@@ -25,6 +27,8 @@ export const helpers = {
   fullTime: (date: Date) =>
     `${WEEKDAYS[date.getUTCDay()]}, ${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]} ${date.getUTCFullYear()} at ${date.toISOString().slice(11, 19)} UTC`,
   isoTime: (date: Date) => date.toISOString(),
+  personTag,
+  REACTIONS,
   /** A CSS string literal that cannot end its rule or its <style> element, for names in attribute selectors. */
   cssString: (text: string) => `"${[...text].map((c) => (/[A-Za-z0-9_ -]/.test(c) ? c : `\\${c.codePointAt(0)!.toString(16)} `)).join('')}"`,
   /** "14:05" today, "3 Mar 14:05" before. */
@@ -56,19 +60,26 @@ export function partialRenderer<Locals extends object>(name: string): (locals: L
   return (locals) => template({ ...helpers, ...locals }).trim()
 }
 
+/** Text made safe for HTML, for the few strings built outside a template. */
+export function escapeHtml(text: string): string {
+  return ejs.escapeXML(text)
+}
+
 export type MessageRenderer = (message: Message) => string
 
 /**
  * One node's message HTML: the partial compiled once, and each message
- * rendered once per day and then reused by the live stream, pages and "load
- * older" alike (a message never changes; the day is in the key because
- * "today" shows times alone). Templates reach it as `messageHtml`.
+ * rendered once per state and day, then reused by the live stream, pages and
+ * "load older" alike. A message changes (edits, reactions, a retraction), so
+ * the key is the chat version of its latest change; the day is in it because
+ * "today" shows times alone. Templates reach it as `messageHtml`.
  */
 export function messageRenderer(max = 20_000): MessageRenderer {
-  const template = ejs.compile(readFileSync(MESSAGE_FILE, 'utf8'), { filename: MESSAGE_FILE, root: VIEWS_DIR })
+  // rmWhitespace: a message goes out in every frame and page; the template's indentation need not.
+  const template = ejs.compile(readFileSync(MESSAGE_FILE, 'utf8'), { filename: MESSAGE_FILE, root: VIEWS_DIR, rmWhitespace: true })
   const rendered = new LRUCache<string, string>({ max })
   return (message) => {
-    const key = `${today()} ${message.chatId} ${message.version}`
+    const key = `${today()} ${message.chatId} ${message.messageId} ${message.changedVersion}`
     let html = rendered.get(key)
     if (html === undefined) {
       html = template({ ...helpers, message }).trim()

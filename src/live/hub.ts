@@ -1,13 +1,13 @@
 import type { ServerResponse } from 'node:http'
 import type { DB } from '../db/database.js'
 import { HttpError } from '../http/errors.js'
-import { headVersion, messagesAfter, unbrokenRun, type Message } from '../chat/messages-projection.js'
-import { streamIdOf } from '../chat/send-message.js'
+import { changesAfter, headVersion, unbrokenRun, type Change, type Message } from '../chat/messages-projection.js'
+import { streamIdOf } from '../chat/chat-commands.js'
 import { readVersions } from '../event-store/event-store.js'
 
 export interface HubProps {
   db: DB
-  /** Renders one message as HTML; called once per message per node, whatever the number of subscribers. */
+  /** Renders a message as HTML; called once per change per node, whatever the number of subscribers. */
   render: (message: Message) => string
   heartbeatMs?: number
   /** Subscribers per process; over it, `subscribe` refuses. */
@@ -60,14 +60,16 @@ const FETCH_RETRY_MS = 250
 const HEARTBEAT = ': heartbeat\n\n'
 
 /**
- * Per-chat fan-out of new messages to Server-Sent Events streams.
+ * Per-chat fan-out of versioned frames to Server-Sent Events streams: one
+ * frame per chat version (a message sent, edited, retracted or reacted to),
+ * carrying the message it changed as it is now.
  *
  * Guarantee: every subscriber receives an unbroken, duplicate-free run of
- * versions, starting after its cursor. The hub renders each new message once
- * and writes it to every live subscriber of that chat. A subscriber that is
- * behind (new, resuming, or after a gap) reads its own backlog from the
- * `messages` table, then joins the live run; a version missing from what
- * arrives is waited for, never skipped.
+ * versions, starting after its cursor. The hub renders each change once and
+ * writes it to every live subscriber of that chat. A subscriber that is
+ * behind (new, resuming, or after a gap) reads its own backlog from the read
+ * model, then joins the live run; a version missing from what arrives is
+ * waited for, never skipped.
  *
  * @example
  * const hub = new Hub({ db, render })
@@ -150,23 +152,25 @@ export class Hub {
   }
 
   /**
-   * Messages this process knows are committed (its own appends, at commit):
-   * broadcast without a query when they continue the run. Committed is
-   * final, so subscribers need not wait for the projection; a subscriber
-   * catching up from the table waits for the rows to show instead.
+   * Changes this process knows are committed (its own appends, at commit),
+   * complete in themselves (a message just sent): broadcast without a query
+   * when they continue the run. Committed is final, so subscribers need not
+   * wait for the projection; a subscriber catching up from the table waits
+   * for the rows to show instead.
    */
-  offer(messages: Message[]): void {
-    const byChat = new Map<string, Message[]>()
-    for (const message of messages) {
-      if (!this.chats.has(message.chatId)) continue
-      const list = byChat.get(message.chatId) ?? []
-      list.push(message)
-      byChat.set(message.chatId, list)
+  offer(changes: Change[]): void {
+    const byChat = new Map<string, Change[]>()
+    for (const change of changes) {
+      const chatId = change.message.chatId
+      if (!this.chats.has(chatId)) continue
+      const list = byChat.get(chatId) ?? []
+      list.push(change)
+      byChat.set(chatId, list)
     }
     for (const [chatId, list] of byChat) {
       const chat = this.chats.get(chatId)!
       list.sort((a, b) => a.version - b.version)
-      const fresh = list.filter((message) => message.version > chat.head)
+      const fresh = list.filter((change) => change.version > chat.head)
       const run = unbrokenRun(fresh, chat.head)
       this.broadcast(chat, run)
       if (run.length < fresh.length) this.fetchNew(chat)
@@ -235,9 +239,9 @@ export class Hub {
     const pass = async () => {
       do {
         chat.fetchAgain = false
-        let batch: Message[]
+        let batch: Change[]
         do {
-          batch = await messagesAfter(this.db, chat.chatId, chat.head, CATCH_UP_BATCH)
+          batch = await changesAfter(this.db, chat.chatId, chat.head, CATCH_UP_BATCH)
           this.broadcast(chat, batch)
         } while (batch.length === CATCH_UP_BATCH)
       } while (chat.fetchAgain && this.chats.get(chat.chatId) === chat)
@@ -266,24 +270,24 @@ export class Hub {
     subscriber.res.end()
   }
 
-  /** Writes an unbroken run starting at chat.head + 1, rendering each message once. */
-  private broadcast(chat: ChatChannel, run: Message[]): void {
-    for (const message of run) {
-      if (message.version !== chat.head + 1) continue
-      chat.head = message.version
+  /** Writes an unbroken run starting at chat.head + 1, rendering each change once. */
+  private broadcast(chat: ChatChannel, run: Change[]): void {
+    for (const change of run) {
+      if (change.version !== chat.head + 1) continue
+      chat.head = change.version
       if (chat.subscribers.size === 0) continue
       // Encoded once: written as a string, each of thousands of writes would encode it again.
-      const frame = Buffer.from(toFrame(message.version, this.render(message)))
+      const frame = Buffer.from(toFrame(change.version, this.render(change.message)))
       let pushed = 0
       for (const subscriber of chat.subscribers) {
-        if (subscriber.catchingUp || message.version <= subscriber.sent) continue
-        if (message.version !== subscriber.sent + 1) {
+        if (subscriber.catchingUp || change.version <= subscriber.sent) continue
+        if (change.version !== subscriber.sent + 1) {
           // Behind the broadcast (cannot happen while the invariants hold): read the backlog instead of skipping.
           this.catchUp(chat, subscriber).catch((error) => this.drop(chat, subscriber, error))
           continue
         }
         this.write(chat, subscriber, frame)
-        subscriber.sent = message.version
+        subscriber.sent = change.version
         pushed++
       }
       this.onPushed(pushed)
@@ -299,10 +303,10 @@ export class Hub {
   private async catchUp(chat: ChatChannel, subscriber: Subscriber): Promise<void> {
     subscriber.catchingUp = true
     for (;;) {
-      const batch = await messagesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH)
+      const batch = await changesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH)
       if (subscriber.res.writableEnded || subscriber.res.destroyed) return
       if (batch.length > 0) {
-        this.write(chat, subscriber, batch.map((message) => toFrame(message.version, this.render(message))).join(''))
+        this.write(chat, subscriber, batch.map((change) => toFrame(change.version, this.render(change.message))).join(''))
         subscriber.sent = batch[batch.length - 1]!.version
         this.onPushed(batch.length)
       }

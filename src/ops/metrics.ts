@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express'
 import type pg from 'pg'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { SendMessageHandlerProps } from '../chat/send-message.js'
+import type { Outcome } from '../event-store/command-handler.js'
 import type { Listener } from '../db/listener.js'
 import type { StoredEvent } from '../event-store/event-store.js'
 import type { Hub } from '../live/hub.js'
@@ -10,7 +10,6 @@ import { LAG_COUNT_LIMIT } from './figures.js'
 import { LatencyWindow } from './latency-window.js'
 import type { DashboardSampler } from './sampler.js'
 
-type Outcome = Parameters<NonNullable<SendMessageHandlerProps['onOutcome']>>[0]
 
 /** What /metrics reads from the node's live parts at scrape time. */
 export interface MetricsSources {
