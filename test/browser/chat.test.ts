@@ -128,7 +128,7 @@ describe('chatting in the browser', () => {
     assert.deepEqual(posts, [`${node.url}/chats/ime/messages`], 'exactly one POST, from the Enter that was not composing')
     // The stream delivers at commit; the read model follows a moment later.
     await waitForProjection(node, 'ime', 1)
-    const rows = await node.db.selectFrom('messages').select(['version', 'content']).where('chat_id', '=', 'ime').execute()
+    const rows = await node.db.selectFrom('messages').select(['message_id', 'content']).where('chat_id', '=', 'ime').execute()
     assert.deepEqual(rows.map((row) => row.content), ['にほんご'], 'one message, sent by the Enter that was not composing')
     assertNoProblems(ada)
   })

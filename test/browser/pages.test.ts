@@ -150,7 +150,7 @@ describe('security', () => {
     const [posted] = await Promise.all([page.waitForResponse((r) => r.request().method() === 'POST'), page.click('button')])
     assert.equal(posted.status(), 403)
     assert.equal((await posted.request().allHeaders()).origin, `http://localhost:${port}`, 'premise: the post comes from another origin')
-    const rows = await node.db.selectFrom('messages').select('version').where('chat_id', '=', 'target').execute()
+    const rows = await node.db.selectFrom('messages').select('message_id').where('chat_id', '=', 'target').execute()
     assert.equal(rows.length, 0)
     const events = await node.db.selectFrom('events').select('stream_id').where('stream_id', '=', 'chat-target').execute()
     assert.equal(events.length, 0)

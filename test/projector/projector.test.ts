@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import { sql } from 'kysely'
 import { messagesProjection } from '../../src/chat/messages-projection.js'
-import { SendMessageHandler } from '../../src/chat/send-message.js'
+import { chatHandler, type ChatHandler } from '../../src/chat/chat-commands.js'
+import { REACTIONS } from '../../src/chat/chat.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import type { DB } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
@@ -24,13 +25,37 @@ after(async () => {
   await database.drop()
 })
 
-const send = (handler: SendMessageHandler, chatId: string, i: number) =>
-  handler.send({ type: 'SendMessage', data: { chatId, sender: `s${i % 17}-${randomUUID().slice(0, 8)}`, content: `message ${i}`, commandId: randomUUID() }, metadata: { now: new Date() } })
+const person = (i: number) => `person-${String(i % 17).padStart(16, '0')}`
+const send = (handler: ChatHandler, chatId: string, i: number) =>
+  handler.handle({ type: 'SendMessage', data: { chatId, personId: randomUUID(), sender: `s${i % 17}`, content: `message ${i}`, commandId: randomUUID() }, metadata: { now: new Date() } })
+
+/** Every kind of change on a chat: each person sends, then edits, reacts to and retracts what is there. */
+async function changeEverything(handler: ChatHandler, chatId: string, people: number): Promise<void> {
+  const sent = await Promise.all(
+    Array.from({ length: people }, (_, i) =>
+      handler.handle({ type: 'SendMessage', data: { chatId, personId: person(i), sender: `p${i}`, content: `first from ${i}`, commandId: randomUUID() }, metadata: { now: new Date() } }),
+    ),
+  )
+  const now = () => ({ now: new Date() })
+  await Promise.all(
+    sent.flatMap(({ version: messageId }, i) => [
+      handler.handle({ type: 'EditMessage', data: { chatId, personId: person(i), messageId, content: `edited by ${i}`, commandId: randomUUID() }, metadata: now() }),
+      handler.handle({ type: 'ToggleReaction', data: { chatId, personId: person(i + 1), name: `p${i + 1}`, messageId, emoji: REACTIONS[i % 6]!, commandId: randomUUID() }, metadata: now() }),
+      handler.handle({ type: 'ToggleReaction', data: { chatId, personId: person(i + 2), name: `p${i + 2}`, messageId, emoji: REACTIONS[0], commandId: randomUUID() }, metadata: now() }),
+    ]),
+  )
+  await Promise.all(
+    sent
+      .filter((_, i) => i % 3 === 0)
+      .map(({ version: messageId }, i) => handler.handle({ type: 'RetractMessage', data: { chatId, personId: person(i * 3), messageId, commandId: randomUUID() }, metadata: now() })),
+  )
+}
 
 async function readModel() {
-  const messages = await db.selectFrom('messages').selectAll().orderBy('chat_id').orderBy('version').execute()
+  const messages = await db.selectFrom('messages').selectAll().orderBy('chat_id').orderBy('message_id').execute()
+  const changes = await db.selectFrom('chat_changes').selectAll().orderBy('chat_id').orderBy('version').execute()
   const chats = await db.selectFrom('chats').selectAll().orderBy('chat_id').execute()
-  return { messages, chats }
+  return { messages, changes, chats }
 }
 
 async function eventCount(): Promise<number> {
@@ -46,7 +71,7 @@ async function projectEverything(projector: Projector): Promise<void> {
   const total = await eventCount()
   for (const deadline = Date.now() + 10_000; ; ) {
     await projector.catchUp()
-    const { n } = await db.selectFrom('messages').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()
+    const { n } = await db.selectFrom('chat_changes').select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()
     if (Number(n) >= total) return
     if (Date.now() > deadline) throw new Error(`projected ${n} of ${total} events`)
     await new Promise((resolve) => setTimeout(resolve, 20))
@@ -55,11 +80,11 @@ async function projectEverything(projector: Projector): Promise<void> {
 
 describe('messages projector', () => {
   test('stopping and restarting it mid-stream leaves the read model equal to a full replay', async () => {
-    const handler = new SendMessageHandler({ db })
+    const handler = chatHandler({ db })
     let projector = new Projector({ db, projection: messagesProjection, batchSize: 7 })
     await projector.start()
     for (let round = 0; round < 5; round++) {
-      await Promise.all(Array.from({ length: 40 }, (_, i) => send(handler, `restart-${i % 3}`, round * 40 + i)))
+      await Promise.all([...Array.from({ length: 40 }, (_, i) => send(handler, `restart-${i % 3}`, round * 40 + i)), changeEverything(handler, `restart-mixed-${round}`, 8)])
       await projector.stop()
       projector = new Projector({ db, projection: messagesProjection, batchSize: 7 })
       await projector.start()
@@ -67,24 +92,26 @@ describe('messages projector', () => {
     await projectEverything(projector)
     await projector.stop()
     const live = await readModel()
-    assert.equal(live.messages.length, await eventCount())
+    assert.equal(live.changes.length, await eventCount())
+    assert.ok(live.messages.some((m) => m.retracted_at !== null && m.content === null), 'premise: some messages were retracted')
+    assert.ok(live.messages.some((m) => m.edited_at !== null && Object.keys(m.reactions).length > 0), 'premise: some were edited and reacted to')
 
     await new Projector({ db, projection: messagesProjection }).rebuild()
     assert.deepEqual(await readModel(), live)
   })
 
   test('two projectors running at once produce the same read model as one replay', async () => {
-    const handler = new SendMessageHandler({ db })
+    const handler = chatHandler({ db })
     const one = new Projector({ db, projection: messagesProjection, batchSize: 5, pollIntervalMs: 5 })
     const two = new Projector({ db, projection: messagesProjection, batchSize: 5, pollIntervalMs: 5 })
     await Promise.all([one.start(), two.start()])
-    await Promise.all(Array.from({ length: 300 }, (_, i) => send(handler, `pair-${i % 4}`, i)))
+    await Promise.all([...Array.from({ length: 300 }, (_, i) => send(handler, `pair-${i % 4}`, i)), changeEverything(handler, 'pair-mixed', 20)])
     await projectEverything(one)
     await Promise.all([one.stop(), two.stop()])
     const live = await readModel()
-    assert.equal(live.messages.length, await eventCount())
+    assert.equal(live.changes.length, await eventCount())
     for (const chat of live.chats) {
-      const versions = live.messages.filter((m) => m.chat_id === chat.chat_id).map((m) => Number(m.version))
+      const versions = live.changes.filter((m) => m.chat_id === chat.chat_id).map((m) => Number(m.version))
       assert.deepEqual(versions, Array.from({ length: Number(chat.version) }, (_, i) => i + 1), `chat ${chat.chat_id} is an unbroken run`)
     }
     await new Projector({ db, projection: messagesProjection }).rebuild()
@@ -129,7 +156,7 @@ describe('messages projector', () => {
   })
 
   test('a rebuild while writers and a live projector run ends with the same rows as the log', async () => {
-    const handler = new SendMessageHandler({ db })
+    const handler = chatHandler({ db })
     const live = new Projector({ db, projection: messagesProjection, pollIntervalMs: 5 })
     await live.start()
     const writing = Promise.all(Array.from({ length: 200 }, (_, i) => send(handler, `rebuild-${i % 5}`, i)))
@@ -138,7 +165,7 @@ describe('messages projector', () => {
     await projectEverything(live)
     await live.stop()
     assert.ok(rebuilt > 0)
-    const { messages } = await readModel()
-    assert.equal(messages.length, await eventCount())
+    const { changes } = await readModel()
+    assert.equal(changes.length, await eventCount())
   })
 })

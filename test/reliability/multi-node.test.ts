@@ -41,7 +41,7 @@ test('50 writers × 20 messages into one chat across 2 nodes: every subscriber o
   assert.equal(await count('messages'), 1000)
 
   // Every writer's own messages are in the order they were sent.
-  const rows = await one.db.selectFrom('messages').select(['sender', 'content', 'version']).where('chat_id', '=', 'crowd').orderBy('version').execute()
+  const rows = await one.db.selectFrom('messages').select(['sender', 'content', 'message_id']).where('chat_id', '=', 'crowd').orderBy('message_id').execute()
   for (let writer = 0; writer < 50; writer++) {
     const mine = rows.filter((row) => row.sender === `writer ${writer}`).map((row) => row.content)
     assert.deepEqual(mine, Array.from({ length: 20 }, (_, i) => `w${writer} m${i}`))

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import { sql } from 'kysely'
 import request from 'supertest'
 import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
-import { SendMessageHandler } from '../../src/chat/send-message.js'
+import { chatHandler } from '../../src/chat/chat-commands.js'
 import { readStream } from '../../src/event-store/event-store.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
@@ -18,8 +18,11 @@ async function eventCount(chatId?: string): Promise<number> {
   return Number((await query.executeTakeFirstOrThrow()).n)
 }
 
+/** A person per name in these tests: the id the session would give them. */
+const personOf = (name: string) => createHash('sha256').update(name).digest('base64url').slice(0, 22)
+
 function command(chatId: string, sender: string, now = new Date(), commandId: string = randomUUID()): SendMessage {
-  return { type: 'SendMessage', data: { chatId, sender, content: `hello from ${sender}`, commandId }, metadata: { now } }
+  return { type: 'SendMessage', data: { chatId, personId: personOf(sender), sender, content: `hello from ${sender}`, commandId }, metadata: { now } }
 }
 
 describe('POST /chats/:chatId/messages', () => {
@@ -43,12 +46,22 @@ describe('POST /chats/:chatId/messages', () => {
     assert.equal(Number(stream.version), 20)
   })
 
-  test('a repeated commandId stores one event and answers with the same version, also concurrently', async () => {
+  test('a commandId repeated by the same person stores one event and answers with the same version, also concurrently', async () => {
     const commandId = randomUUID()
     const first = await request(node.url).post('/chats/retry/messages').send({ content: 'once', commandId }).expect(201)
-    const again = await Promise.all(Array.from({ length: 5 }, () => request(node.url).post('/chats/retry/messages').send({ content: 'once', commandId })))
+    const cookie = first.headers['set-cookie']!
+    const again = await Promise.all(Array.from({ length: 5 }, () => request(node.url).post('/chats/retry/messages').set('cookie', cookie).send({ content: 'once', commandId })))
     for (const res of again) assert.deepEqual([res.status, res.body], [201, first.body])
     assert.equal(await eventCount('retry'), 1)
+  })
+
+  test('the same commandId from two people is two messages: idempotency is per person', async () => {
+    const commandId = randomUUID()
+    const a = await request(node.url).post('/chats/retry-two/messages').send({ content: 'from A', commandId }).expect(201)
+    const b = await request(node.url).post('/chats/retry-two/messages').send({ content: 'from B', commandId }).expect(201)
+    assert.deepEqual([a.body.version, b.body.version], [1, 2])
+    const contents = (await node.db.selectFrom('events').select('data').where('stream_id', '=', 'chat-retry-two').orderBy('stream_version').execute()).map((row) => row.data.content)
+    assert.deepEqual(contents, ['from A', 'from B'])
   })
 
   test('a form post answers 303 to the chat page (Post/Redirect/Get)', async () => {
@@ -68,7 +81,7 @@ describe('POST /chats/:chatId/messages', () => {
   test('without a session, a random adjective-noun name is given and kept in a signed cookie', async () => {
     const res = await request(node.url).post('/chats/anon/messages').send({ content: 'hi' }).expect(201)
     const cookie = String(res.headers['set-cookie'])
-    assert.match(cookie, /live_tea_session=s%3A[a-z]+-[a-z]+-\d+\./)
+    assert.match(cookie, /live_tea_session=s%3Ap1\.[A-Za-z0-9_-]{22}\.[a-z]+-[a-z]+-\d+\./)
     assert.match(cookie, /HttpOnly/)
     assert.match(cookie, /SameSite=Lax/)
   })
@@ -121,55 +134,55 @@ describe('POST /chats/:chatId/messages', () => {
   })
 })
 
-describe('SendMessageHandler', () => {
+describe('the chat command handler', () => {
   test('a repeat of a command older than the remembered window is still caught (unique index)', async () => {
-    const handler = new SendMessageHandler({ db: node.db })
-    const first = await handler.send(command('long-memory', 'first', new Date(), 'the-first-command'))
-    for (let i = 0; i < RECENT_COMMANDS + 5; i++) await handler.send(command('long-memory', `sender-${i}`))
-    const again = await handler.send(command('long-memory', 'first', new Date(), 'the-first-command'))
+    const handler = chatHandler({ db: node.db })
+    const first = await handler.handle(command('long-memory', 'first', new Date(), 'the-first-command'))
+    for (let i = 0; i < RECENT_COMMANDS + 5; i++) await handler.handle(command('long-memory', `sender-${i}`))
+    const again = await handler.handle(command('long-memory', 'first', new Date(), 'the-first-command'))
     assert.deepEqual(again, { ...first, duplicate: true })
     assert.equal(await eventCount('long-memory'), RECENT_COMMANDS + 6)
   })
 
   test('an old repeat inside a shared transaction splits it: the others still commit, the repeat answers as the first did', async () => {
-    const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
-    const blocker = handler.send(command('long-memory', 'blocker'))
-    const repeat = handler.send(command('long-memory', 'first', new Date(), 'the-first-command'))
-    const fresh = handler.send(command('long-memory', 'fresh'))
+    const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1 })
+    const blocker = handler.handle(command('long-memory', 'blocker'))
+    const repeat = handler.handle(command('long-memory', 'first', new Date(), 'the-first-command'))
+    const fresh = handler.handle(command('long-memory', 'fresh'))
     await blocker
-    assert.deepEqual(await repeat, { chatId: 'long-memory', version: 1, duplicate: true })
+    assert.deepEqual(await repeat, { version: 1, type: 'MessageSent', duplicate: true })
     assert.equal((await fresh).duplicate, false)
   })
 
   test('a cold handler (restart) folds only the stream tail, and still enforces the rate over the whole window', async () => {
     const now = new Date()
-    const warm = new SendMessageHandler({ db: node.db })
-    for (let i = 0; i < RATE_LIMIT; i++) await warm.send(command('cold', 'speedy', now))
+    const warm = chatHandler({ db: node.db })
+    for (let i = 0; i < RATE_LIMIT; i++) await warm.handle(command('cold', 'speedy', now))
     // Push speedy's sends out of the last RECENT_COMMANDS events, but not out of the minute.
-    await Promise.all(Array.from({ length: RECENT_COMMANDS + 50 }, (_, i) => warm.send(command('cold', `other-${i}`, now))))
-    const cold = new SendMessageHandler({ db: node.db })
-    await assert.rejects(cold.send(command('cold', 'speedy', now)), (error: Error & { status?: number }) => error.status === 429)
-    const other = await cold.send(command('cold', 'newcomer', now))
+    await Promise.all(Array.from({ length: RECENT_COMMANDS + 50 }, (_, i) => warm.handle(command('cold', `other-${i}`, now))))
+    const cold = chatHandler({ db: node.db })
+    await assert.rejects(cold.handle(command('cold', 'speedy', now)), (error: Error & { status?: number }) => error.status === 429)
+    const other = await cold.handle(command('cold', 'newcomer', now))
     assert.equal(other.version, RATE_LIMIT + RECENT_COMMANDS + 50 + 1)
   })
 
   test('commands for many chats arriving together share transactions and each gets its own answer', async () => {
-    const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
-    const results = await Promise.all(Array.from({ length: 60 }, (_, i) => handler.send(command(`group-${i % 6}`, `s${i}`))))
+    const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1 })
+    const results = await Promise.all(Array.from({ length: 60 }, (_, i) => handler.handle(command(`group-${i % 6}`, `s${i}`))))
     for (let chat = 0; chat < 6; chat++) {
-      const versions = results.filter((r) => r.chatId === `group-${chat}`).map((r) => r.version).sort((a, b) => a - b)
+      const versions = results.filter((_, i) => i % 6 === chat).map((r) => r.version).sort((a, b) => a - b)
       assert.deepEqual(versions, Array.from({ length: 10 }, (_, i) => i + 1))
     }
   })
 
   test('a command refused inside a shared transaction does not sink the others', async () => {
-    const handler = new SendMessageHandler({ db: node.db, maxConcurrentBatches: 1 })
-    for (let i = 0; i < RATE_LIMIT; i++) await handler.send(command('shared-b', 'hasty'))
+    const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1 })
+    for (let i = 0; i < RATE_LIMIT; i++) await handler.handle(command('shared-b', 'hasty'))
     // Occupy the only batch slot so the next commands queue up and share one transaction.
-    const blocker = handler.send(command('shared-a', 'blocker'))
-    const good = handler.send(command('shared-a', 'good'))
-    const tooFast = handler.send(command('shared-b', 'hasty'))
-    const alsoGood = handler.send(command('shared-b', 'calm'))
+    const blocker = handler.handle(command('shared-a', 'blocker'))
+    const good = handler.handle(command('shared-a', 'good'))
+    const tooFast = handler.handle(command('shared-b', 'hasty'))
+    const alsoGood = handler.handle(command('shared-b', 'calm'))
     await blocker
     assert.equal((await good).version, 2)
     await assert.rejects(tooFast, /Slow down/)
@@ -178,20 +191,20 @@ describe('SendMessageHandler', () => {
 
   test('a command invalid in itself is refused before it reaches the database', async () => {
     const invalid = { ...command('tea', 'x'), data: { ...command('tea', 'x').data, chatId: 'nul\u0000byte' } }
-    await assert.rejects(new SendMessageHandler({ db: node.db }).send(invalid), /chat name/)
+    await assert.rejects(chatHandler({ db: node.db }).handle(invalid), /chat name/)
   })
 
   test('a cached state that another writer moved past is noticed: the command is decided again on the new events', async () => {
-    const a = new SendMessageHandler({ db: node.db })
-    const b = new SendMessageHandler({ db: node.db })
+    const a = chatHandler({ db: node.db })
+    const b = chatHandler({ db: node.db })
     const now = new Date()
-    assert.equal((await a.send(command('two-writers', 'ann', now))).version, 1)
-    for (let i = 0; i < RATE_LIMIT; i++) await b.send(command('two-writers', 'bob', now))
+    assert.equal((await a.handle(command('two-writers', 'ann', now))).version, 1)
+    for (let i = 0; i < RATE_LIMIT; i++) await b.handle(command('two-writers', 'bob', now))
     // a's cache still says version 1 and knows nothing of bob's sends.
-    assert.equal((await a.send(command('two-writers', 'ann', now))).version, RATE_LIMIT + 2)
-    const viaB = await b.send(command('two-writers', 'carol', now, 'sent-through-b'))
-    assert.deepEqual(await a.send(command('two-writers', 'carol', now, 'sent-through-b')), { ...viaB, duplicate: true })
-    await assert.rejects(a.send(command('two-writers', 'bob', now)), (error: Error & { status?: number }) => error.status === 429)
+    assert.equal((await a.handle(command('two-writers', 'ann', now))).version, RATE_LIMIT + 2)
+    const viaB = await b.handle(command('two-writers', 'carol', now, 'sent-through-b'))
+    assert.deepEqual(await a.handle(command('two-writers', 'carol', now, 'sent-through-b')), { ...viaB, duplicate: true })
+    await assert.rejects(a.handle(command('two-writers', 'bob', now)), (error: Error & { status?: number }) => error.status === 429)
     assert.equal(await eventCount('two-writers'), RATE_LIMIT + 3)
   })
 })
