@@ -45,8 +45,9 @@ describe('GET /metrics', () => {
     const before = await scrape(node.url)
     await request(node.url).post('/chats/outcomes/messages').send({ content: '   ' }).expect(422)
     const commandId = randomUUID()
-    await request(node.url).post('/chats/outcomes/messages').send({ content: 'once', commandId }).expect(201)
-    await request(node.url).post('/chats/outcomes/messages').send({ content: 'once', commandId }).expect(201)
+    const first = await request(node.url).post('/chats/outcomes/messages').send({ content: 'once', commandId }).expect(201)
+    // The same person again: a repeat is per person.
+    await request(node.url).post('/chats/outcomes/messages').set('cookie', first.headers['set-cookie']!).send({ content: 'once', commandId }).expect(201)
     const after = await scrape(node.url)
     const moved = (outcome: string) => valueOf(after, 'live_tea_commands_total', { outcome }) - valueOf(before, 'live_tea_commands_total', { outcome })
     assert.deepEqual(
