@@ -198,8 +198,12 @@ export function evolve(state: Chat, event: ChatEvent): Chat {
 export function withKnownMessages(state: Chat, known: ReadonlyMap<number, MessageFacts | null>): Chat {
   if (known.size === 0) return state
   const messages = new Map(state.messages)
-  for (const [id, facts] of known) messages.set(id, facts)
-  return { ...state, messages }
+  // Learnt facts go in last, so they are the ones kept when the state trims back to its bound.
+  for (const [id, facts] of known) {
+    messages.delete(id)
+    messages.set(id, facts)
+  }
+  return { ...state, messages: trimmed(messages) }
 }
 
 /** Folds one message's own events (its MessageSent first) into its facts. */
@@ -219,19 +223,15 @@ export function validate(command: ChatCommand): string | undefined {
   if (!COMMAND_ID_PATTERN.test(commandId)) return 'The command id is 1 to 64 letters, digits, "-" or "_".'
   if (typeof personId !== 'string' || personId.length === 0) return 'Every command needs a person: open the chat page once to get a session.'
   switch (command.type) {
-    case 'SendMessage': {
-      const senderLength = length(command.data.sender.trim())
-      if (senderLength < 1 || senderLength > MAX_SENDER_LENGTH) return `A name is 1 to ${MAX_SENDER_LENGTH} characters.`
-      if (!command.data.sender.isWellFormed()) return 'A name cannot contain broken characters (a lone surrogate).'
-      return validContent(command.data.content)
-    }
+    case 'SendMessage':
+      return validName(command.data.sender) ?? validContent(command.data.content)
     case 'EditMessage':
       return validMessageId(command.data.messageId) ?? validContent(command.data.content)
     case 'RetractMessage':
       return validMessageId(command.data.messageId)
     case 'ToggleReaction':
       if (!(REACTIONS as readonly string[]).includes(command.data.emoji)) return `A reaction is one of ${REACTIONS.join(' ')}.`
-      return validMessageId(command.data.messageId)
+      return validMessageId(command.data.messageId) ?? validName(command.data.name)
     default:
       return exhaustive(command)
   }
@@ -295,6 +295,13 @@ function rateLimit(command: ChatCommand, state: Chat): Rejection | undefined {
   if (acts.length < RATE_LIMIT) return undefined
   const retryAfterSeconds = Math.max(1, Math.ceil((acts[0]! + RATE_WINDOW_MS - now) / 1000))
   return new Rejection(429, `Slow down: at most ${RATE_LIMIT} messages and changes a minute. Try again in ${retryAfterSeconds} s.`, retryAfterSeconds)
+}
+
+function validName(name: string): string | undefined {
+  const nameLength = length(name.trim())
+  if (nameLength < 1 || nameLength > MAX_SENDER_LENGTH) return `A name is 1 to ${MAX_SENDER_LENGTH} characters.`
+  if (!name.isWellFormed()) return 'A name cannot contain broken characters (a lone surrogate).'
+  return undefined
 }
 
 function validContent(content: string): string | undefined {
@@ -395,11 +402,20 @@ function withMessageFacts(messages: ReadonlyMap<number, MessageFacts | null>, ve
   const next = new Map(messages)
   if (event.type === 'MessageSent') {
     next.set(id, { authorId: event.data.authorId, content: event.data.content, retracted: false, reactions: new Set() })
-    if (next.size > KNOWN_MESSAGES) next.delete(next.keys().next().value!)
+    return trimmed(next)
   } else {
     next.set(id, applyToFacts(known!, event))
   }
   return next
+}
+
+/** The oldest entries go until the map is back within KNOWN_MESSAGES (ids learnt for a 404 included). */
+function trimmed(messages: Map<number, MessageFacts | null>): Map<number, MessageFacts | null> {
+  for (const id of messages.keys()) {
+    if (messages.size <= KNOWN_MESSAGES) break
+    messages.delete(id)
+  }
+  return messages
 }
 
 function applyToFacts(facts: MessageFacts, event: ChatEvent): MessageFacts {

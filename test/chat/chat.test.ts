@@ -534,12 +534,10 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
     assert.equal(next.messages.get(1)?.content, 'once more')
   })
 
-  // Known bug (todo until src/chat/chat.ts is fixed): facts added by withKnownMessages are never
-  // evicted below KNOWN_MESSAGES again, and the command handler caches that state, so a cached
-  // chat grows with every message not at hand that a command names, 404s included.
+  // The command handler caches the state after learning facts, so learnt facts (404s included)
+  // must not let a cached chat grow past its bound.
   test(
     'the messages at hand come back within KNOWN_MESSAGES after facts read from the log were added',
-    { todo: 'src/chat/chat.ts evicts one message per MessageSent only, so learnt facts stay above the bound' },
     () => {
       let state = long
       for (let id = 2; id <= 41; id++) state = withKnownMessages(state, new Map([[id, messageFacts([messageSent({ commandId: `x${id}` })])]]))
@@ -550,7 +548,6 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
 
   test(
     'ids learnt to name no message (a 404) do not pile up in the state',
-    { todo: 'src/chat/chat.ts: withKnownMessages never trims, and a 404 appends no event, so nothing ever evicts them' },
     () => {
       let state = fold([messageSent()])
       for (let id = 1000; id < 1000 + KNOWN_MESSAGES + 100; id++) {
