@@ -254,7 +254,8 @@ async function write(tx: Tx, messages: Message[], changes: { chatId: string; ver
         version = excluded.version,
         message_count = chats.message_count + excluded.message_count,
         last_sender = case when excluded.last_sender = '' then chats.last_sender else excluded.last_sender end,
-        last_sent_at = greatest(chats.last_sent_at, excluded.last_sent_at)
+        -- The last message by version, as a rebuild sees it (send times need not follow versions under group commit).
+        last_sent_at = case when excluded.last_sender = '' then chats.last_sent_at else excluded.last_sent_at end
         where chats.version < excluded.version
       returning 1
     )
