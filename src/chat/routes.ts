@@ -109,7 +109,11 @@ export function chatRoutes({ db, chats, projectionWatch, renderMessage, secureCo
     if (message.authorId === undefined || message.authorId !== res.locals.personId) throw new HttpError(403, 'Only the person who wrote a message can edit it.')
     if (message.retractedAt) throw new HttpError(410, 'That message was retracted: there is nothing left to edit.')
     const form = { content: message.content ?? '', commandId: randomUUID() }
-    if (req.get('hx-request')) return void res.type('html').send(renderEditForm({ message, form, nonce: res.locals.nonce }))
+    if (req.get('hx-request')) {
+      // Beside the message, not in its place: live frames replace the message, never the form being typed in.
+      res.set({ 'HX-Retarget': `#message-${message.chatId}-${message.messageId}`, 'HX-Reswap': 'afterend show:none' })
+      return void res.type('html').send(renderEditForm({ message, form, nonce: res.locals.nonce }))
+    }
     res.render('edit', { title: `Edit a message in #${message.chatId}`, chatId: message.chatId, message, form })
   })
 
@@ -119,6 +123,7 @@ export function chatRoutes({ db, chats, projectionWatch, renderMessage, secureCo
     const command: ChatCommand = { type: 'EditMessage', data: { chatId, ...person(res), messageId, content, commandId }, metadata: metadata(res) }
     await act(req, res, next, command, async (rejection) => {
       // The edit form comes back with its error and the text as typed, like the composer.
+      await projectionWatch.until(db, chatId, messageId, PROJECTION_WAIT_MS)
       const message = await messageById(db, chatId, messageId)
       if (!message || rejection.status === 404 || rejection.status === 403) return undefined
       const form = { content, commandId, error: rejection.message }
@@ -196,6 +201,8 @@ export function chatRoutes({ db, chats, projectionWatch, renderMessage, secureCo
 
   async function existingMessage(req: Request): Promise<Message> {
     const { chatId, messageId } = messageParams(req)
+    // The live stream shows a message at commit, a moment before the read model has it: someone may click it first.
+    await projectionWatch.until(db, chatId, messageId, PROJECTION_WAIT_MS)
     const message = await messageById(db, chatId, messageId)
     if (!message) throw new HttpError(404, `There is no message ${messageId} in #${chatId}.`)
     return message
