@@ -4,6 +4,7 @@ import cookieParser from 'cookie-parser'
 import express, { type Request } from 'express'
 import helmet from 'helmet'
 import { rateLimit } from 'express-rate-limit'
+import { MAX_CONTENT_LENGTH } from './chat/chat.js'
 import type { DB } from './db/database.js'
 import type { SendMessageHandler } from './chat/send-message.js'
 import type { ProjectionWatch } from './chat/projection-watch.js'
@@ -44,8 +45,16 @@ export interface AppDeps {
   dashboardToken?: string
 }
 
-/** Request bodies above this are refused with 413 (a message is at most 4000 characters). */
-export const BODY_LIMIT = '16kb'
+/**
+ * Request bodies above this many bytes are refused with 413. It is derived
+ * from the longest message the rules allow, in its most expensive encoding:
+ * a code point is at most 4 bytes of UTF-8, which a form percent-encodes as
+ * 12 (`%F0%9F%8D%B5`), and a JSON client that escapes everything outside
+ * ASCII also writes an astral character as 12 (`\ud83c\udf75`). Any script,
+ * emoji included, fits as a form and as JSON; the envelope covers the field
+ * names, the commandId and some whitespace that the rules trim off.
+ */
+export const BODY_LIMIT = MAX_CONTENT_LENGTH * 12 + 1024
 
 const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
 const HTMX_DIR = fileURLToPath(new URL('../node_modules/htmx.org/dist/', import.meta.url))
