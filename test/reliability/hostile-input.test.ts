@@ -59,3 +59,60 @@ describe('every message the rules allow fits in a request body, in any script', 
     assert.equal(await eventCount(), before)
   })
 })
+
+describe('display names that would break or hide things are refused with 422, never 500', () => {
+  const refused: [string, string][] = [
+    ['a lone high surrogate', 'tea\ud800time'],
+    ['a lone low surrogate', '\udc00tea'],
+    ['a surrogate pair in the wrong order', 'tea\udc00\ud800'],
+    ['a zero-width space (U+200B)', 'ad\u200bmin'],
+    ['a name of zero-width spaces alone', '\u200b\u200b'],
+    ['a right-to-left override (U+202E)', 'mallory\u202egnp.exe'],
+    ['a bidirectional isolate (U+2066)', '\u2066alice'],
+    ['a next-line control (U+0085)', 'alice\u0085bob'],
+    ['a line separator (U+2028)', 'alice\u2028bob'],
+    ['a paragraph separator (U+2029)', 'alice\u2029bob'],
+    ['a byte order mark inside the name (U+FEFF)', 'ali\ufeffce'],
+    ['a soft hyphen (U+00AD)', 'al\u00adice'],
+    ['a Hangul filler that draws nothing (U+3164)', '\u3164'],
+    ['a joiner outside any emoji or word (U+200D)', 'alice \u200d'],
+  ]
+  for (const [what, name] of refused) {
+    test(`${what}: 422 with the reason, as JSON and as a form, and the name stays as it was`, async () => {
+      const agent = request.agent(node.url)
+      await agent.post('/session').type('form').send({ name: 'Steady' }).expect(303)
+      const json = await agent.post('/session').set('content-type', 'application/json').set('accept', 'application/json').send(JSON.stringify({ name }))
+      assert.equal(json.status, 422, json.text.slice(0, 200))
+      assert.match(json.body.error, /name cannot contain/)
+      if (name.isWellFormed()) {
+        // (A form cannot carry a lone surrogate: UTF-8 has no bytes for one.)
+        const form = await agent.post('/session').type('form').send({ name })
+        assert.equal(form.status, 422)
+        assert.match(form.text, /role="alert"/)
+        assert.match(form.text, /name cannot contain/)
+      }
+      const home = await agent.get('/').expect(200)
+      assert.match(home.text, /You are <strong>Steady<\/strong>/)
+    })
+  }
+
+  const accepted: [string, string, string][] = [
+    ['accents', 'Zoë Ångström', 'Zoë Ångström'],
+    ['an emoji with a variation selector', 'Tea ❤️', 'Tea ❤️'],
+    ['an emoji ZWJ sequence with a skin tone', 'Ada 👩🏽‍💻', 'Ada 👩🏽‍💻'],
+    ['a Persian word with a zero-width non-joiner', 'می‌خواهم', 'می‌خواهم'],
+    ['a subdivision flag (tag characters)', '🏴󠁧󠁢󠁳󠁣󠁴󠁿 Ian', '🏴󠁧󠁢󠁳󠁣󠁴󠁿 Ian'],
+    ['tabs, newlines and wide spaces, collapsed', ' Big\t\nBird\u3000 ', 'Big Bird'],
+  ]
+  for (const [what, name, shown] of accepted) {
+    test(`a name with ${what} is kept and sends as typed`, async () => {
+      const agent = request.agent(node.url)
+      const res = await agent.post('/session').set('accept', 'application/json').send({ name })
+      assert.equal(res.status, 200, res.text)
+      assert.equal(res.body.name, shown)
+      const sent = await agent.post('/chats/names/messages').send({ content: 'hello' }).expect(201)
+      const event = await node.db.selectFrom('events').select('data').where('stream_id', '=', 'chat-names').where('stream_version', '=', sent.body.version).executeTakeFirstOrThrow()
+      assert.equal(event.data.sender, shown)
+    })
+  }
+})
