@@ -9,6 +9,7 @@ import type { DB } from './db/database.js'
 import type { SendMessageHandler } from './chat/send-message.js'
 import type { ProjectionWatch } from './chat/projection-watch.js'
 import { chatRoutes } from './chat/routes.js'
+import type { TrustProxy } from './config.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
 import { session } from './http/session.js'
@@ -28,7 +29,7 @@ export interface AppDeps {
   /** `auto`: Secure cookies when the request came over TLS (see trustProxy). */
   secureCookies?: 'auto' | boolean
   /** Express "trust proxy": set it behind a TLS-terminating proxy so req.secure is right. */
-  trustProxy?: boolean | string | number
+  trustProxy?: TrustProxy
   clock?: () => Date
   /**
    * Unsafe requests (posts) allowed per client address per minute, across

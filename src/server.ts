@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type pg from 'pg'
 import { createApp } from './app.js'
+import type { TrustProxy } from './config.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, toMessage, type Message } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
 import { SendMessageHandler } from './chat/send-message.js'
@@ -29,7 +30,7 @@ export interface NodeProps {
   host?: string
   poolSize?: number
   maxSubscribers?: number
-  trustProxy?: boolean | string | number
+  trustProxy?: TrustProxy
   /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
   postsPerMinutePerAddress?: number
   /** How long a client may take to send its request headers (slowloris guard). */
