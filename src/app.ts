@@ -97,7 +97,9 @@ export function createApp(deps: AppDeps): express.Express {
   app.enable('view cache')
 
   if (deps.ops) app.use(deps.ops.metrics.requestTimer())
-  app.use(requestLogger(deps.logger ?? SILENT_LOGGER))
+  // Express's own reading of "trust proxy" (what req.ip uses), asked about the peer itself (hop 0).
+  const trustsAddress = (address: string) => (app.get('trust proxy fn') as (address: string, hop: number) => boolean)(address, 0)
+  app.use(requestLogger(deps.logger ?? SILENT_LOGGER, { fromTrustedProxy: (req) => trustsAddress(req.socket.remoteAddress ?? '') }))
   app.use((req, res, next) => {
     res.locals.nonce = nonce()
     res.locals.requestId = String(req.id)

@@ -116,3 +116,22 @@ describe('display names that would break or hide things are refused with 422, ne
     })
   }
 })
+
+describe('X-Request-Id is taken only from a proxy we trust', () => {
+  test('from a client that is no trusted proxy, a chosen X-Request-Id is replaced: not in the answer, not on the event', async () => {
+    const res = await request(node.url).post('/chats/request-ids/messages').set('X-Request-Id', 'chosen-by-client').send({ content: 'who am I?' }).expect(201)
+    assert.match(String(res.headers['x-request-id']), /^[0-9a-f-]{36}$/)
+    const event = await node.db.selectFrom('events').select('metadata').where('stream_id', '=', 'chat-request-ids').where('stream_version', '=', res.body.version).executeTakeFirstOrThrow()
+    assert.equal(event.metadata.requestId, res.headers['x-request-id'])
+  })
+
+  test('through a trusted proxy (trust proxy: loopback), its X-Request-Id is kept', async () => {
+    const behindProxy = await startTestNode({ databaseUrl: node.databaseUrl, trustProxy: ['loopback'] })
+    try {
+      const res = await request(behindProxy.url).post('/chats/request-ids/messages').set('X-Request-Id', 'edge-42').send({ content: 'via the proxy' }).expect(201)
+      assert.equal(res.headers['x-request-id'], 'edge-42')
+    } finally {
+      await behindProxy.close()
+    }
+  })
+})
