@@ -54,8 +54,13 @@ export function errorHandler({ onError }: { onError: (error: unknown, req: Reque
     res.status(described.status).set(described.headers)
     if (wantsJson(req)) return res.json({ error: described.message })
     const locals = { title: titleFor(described.status), status: described.status, message: described.message }
-    if (req.get('hx-request')) return res.render('partials/_error', locals)
-    return res.render('error', locals)
+    // A page that cannot be rendered (an error before the page's locals were
+    // set) answers in plain text: Express's fallback would show the stack.
+    res.render(req.get('hx-request') ? 'partials/_error' : 'error', locals, (renderError: Error | null, html?: string) => {
+      if (!renderError) return void res.send(html)
+      onError(renderError, req)
+      res.type('text').send(`${described.message}\n`)
+    })
   }
 }
 

@@ -109,16 +109,21 @@ function urlOf(req: IncomingMessage): string {
   return (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? ''
 }
 
-/** The URL with the values of secret query parameters replaced. */
+/**
+ * The URL with the values of secret query parameters replaced. Works on the
+ * query alone and never throws: it runs on whatever a client sent, such as
+ * `//a:99999/x?y`, which `new URL` would read as a host with a bad port.
+ */
 export function withoutSecrets(url: string): string {
-  if (!url.includes('?')) return url
-  const parsed = new URL(url, 'http://local')
+  const start = url.indexOf('?')
+  if (start < 0) return url
+  const query = new URLSearchParams(url.slice(start + 1))
   let changed = false
   for (const name of SECRET_PARAMS) {
-    if (parsed.searchParams.has(name)) {
-      parsed.searchParams.set(name, 'REDACTED')
+    if (query.has(name)) {
+      query.set(name, 'REDACTED')
       changed = true
     }
   }
-  return changed ? parsed.pathname + parsed.search : url
+  return changed ? `${url.slice(0, start)}?${query}` : url
 }

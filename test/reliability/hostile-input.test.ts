@@ -1,10 +1,18 @@
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import { after, before, describe, test } from 'node:test'
+import express from 'express'
 import { sql } from 'kysely'
 import request from 'supertest'
 import { BODY_LIMIT } from '../../src/app.js'
 import { MAX_CONTENT_LENGTH } from '../../src/chat/chat.js'
+import { errorHandler } from '../../src/http/errors.js'
+import { renderView, VIEWS_DIR } from '../../src/http/views.js'
+import { createLogger } from '../../src/ops/logger.js'
 import { startTestNode, type TestNode } from '../support/node.js'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
 let node: TestNode
 before(async () => (node = await startTestNode()))
@@ -135,3 +143,79 @@ describe('X-Request-Id is taken only from a proxy we trust', () => {
     }
   })
 })
+
+describe('odd request targets and failing error pages answer plainly: a 4xx, no stack, no file path', () => {
+  const logged: string[] = []
+  const logLines: string[] = []
+  let logging: TestNode
+  before(async () => {
+    // A real logger: the request log line is where a bad target used to trip.
+    const logger = createLogger({ level: 'info', destination: { write: (line: string) => void logLines.push(line) } })
+    logging = await startTestNode({ databaseUrl: node.databaseUrl, logger, log: (level, message) => void logged.push(`${level} ${message}`) })
+  })
+  after(() => logging.close())
+
+  const cases: [string, string, number][] = [
+    ['an absolute-form target with an impossible port', 'GET http://a:99999/x HTTP/1.1', 400],
+    ['the same with a query string', 'GET http://a:99999/x?y=1 HTTP/1.1', 400],
+    ['an absolute-form target of another scheme', 'GET ftp://a/x HTTP/1.1', 400],
+    ['the asterisk form', 'OPTIONS * HTTP/1.1', 400],
+    ['a path that reads as a host with a bad port', 'GET //a:99999/x?y=1 HTTP/1.1', 404],
+    ['a secret in a path like that', 'GET //a:99999/dashboard?token=1 HTTP/1.1', 404],
+  ]
+  for (const [what, requestLine, status] of cases) {
+    test(`${what} answers ${status}`, async () => {
+      const answer = await rawRequest(logging.url, `${requestLine}\r\nHost: a\r\nConnection: close\r\n\r\n`)
+      assert.match(answer, new RegExp(`^HTTP/1\\.1 ${status} `), answer.slice(0, 300))
+      assertNothingInternal(answer)
+    })
+  }
+
+  test('a refused request target is logged, with its address', async () => {
+    await rawRequest(logging.url, 'GET http://a:99999/logged HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
+    assert.ok(logged.some((line) => /^warn GET http:\/\/a:99999\/logged from \S+: 400, The request target must be a path/.test(line)), logged.join('\n'))
+  })
+
+  test('a valid absolute-form target is served like its path (HTTP/1.1 servers must accept it)', async () => {
+    const answer = await rawRequest(logging.url, `GET http://127.0.0.1:${new URL(logging.url).port}/healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)
+    assert.match(answer, /^HTTP\/1\.1 200 /)
+    assert.match(answer, /\r\n\r\nok\n$/)
+  })
+
+  test('an error page that cannot be rendered answers in plain text, even with NODE_ENV=development', async () => {
+    const app = express()
+    app.set('env', 'development') // where Express's own fallback shows the stack
+    app.set('views', VIEWS_DIR)
+    app.set('view engine', 'ejs')
+    app.engine('ejs', renderView)
+    app.get('/boom', () => {
+      throw new Error(`failed in ${VIEWS_DIR}`)
+    })
+    const failures: unknown[] = []
+    // No nonce, no session name: the error page's layout cannot render.
+    app.use(errorHandler({ onError: (error) => void failures.push(error) }))
+    const res = await request(app).get('/boom').expect(500)
+    assert.match(res.text, /^Something went wrong on our side/)
+    assertNothingInternal(res.text)
+    assert.ok(failures.length >= 2, 'the failure and the page that could not show it are both reported')
+  })
+})
+
+/** No stack frame, no file path, no template source. */
+function assertNothingInternal(text: string): void {
+  assert.doesNotMatch(text, /\n\s+at |\.ejs|\.ts:|node_modules|<%/, text.slice(0, 500))
+  assert.ok(!text.includes(ROOT), 'no file path of the app')
+}
+
+/** One request over a raw socket, as written (clients such as fetch cannot send every request target). */
+function rawRequest(url: string, text: string): Promise<string> {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(text))
+    let answer = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk) => (answer += chunk))
+    socket.on('end', () => resolve(answer))
+    socket.on('error', reject)
+  })
+}
