@@ -219,3 +219,19 @@ function rawRequest(url: string, text: string): Promise<string> {
     socket.on('error', reject)
   })
 }
+
+describe('going back after POST /session stays on this site', () => {
+  const host = () => new URL(node.url).host
+  const cases: [string, () => string, string][] = [
+    ['a referer on this site', () => `http://${host()}/chats/tea?after=3`, '/chats/tea?after=3'],
+    ['a referer whose path starts with //', () => `http://${host()}//evil.example/x`, '/'],
+    ['a referer whose path starts with /\\', () => `http://${host()}/\\evil.example/x`, '/'],
+    ['a referer of another host', () => 'http://evil.example/x', '/'],
+  ]
+  for (const [what, referer, location] of cases) {
+    test(`${what} redirects to ${location}`, async () => {
+      const res = await request(node.url).post('/session').type('form').set('referer', referer()).send({ name: 'Traveller' }).expect(303)
+      assert.equal(res.headers.location, location)
+    })
+  }
+})
