@@ -14,7 +14,8 @@ export class HttpError extends Error {
   }
 }
 
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '3D000', '08000', '08001', '08003', '08006'])
+// 55000 (object_not_in_prerequisite_state) is what a database closed to new connections answers (ALTER DATABASE … ALLOW_CONNECTIONS false, as during maintenance).
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '3D000', '55000', '08000', '08001', '08003', '08006'])
 
 /** The database cannot be reached right now (as opposed to refusing a statement). */
 export function isDatabaseUnavailable(error: unknown): boolean {

@@ -4,12 +4,14 @@ import { fileURLToPath } from 'node:url'
 import { after, before, describe, test } from 'node:test'
 import express from 'express'
 import { sql } from 'kysely'
+import pg from 'pg'
 import request from 'supertest'
 import { BODY_LIMIT } from '../../src/app.js'
 import { MAX_CONTENT_LENGTH } from '../../src/chat/chat.js'
 import { errorHandler } from '../../src/http/errors.js'
 import { renderView, VIEWS_DIR } from '../../src/http/views.js'
 import { createLogger } from '../../src/ops/logger.js'
+import { admin } from '../support/database.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -235,3 +237,66 @@ describe('going back after POST /session stays on this site', () => {
     })
   }
 })
+
+describe('when the database is unavailable', () => {
+  test('/readyz says why in general to anyone, and the database\'s own error only to operators', async () => {
+    const failing = await startTestNode({ dashboardToken: 'ops-secret' })
+    try {
+      await admin((client) => client.query(`drop database ${failing.database!.name} with (force)`))
+      const anyone = await readyzUntil(failing.url, 503)
+      assert.match(anyone, /^not ready: database unreachable: details are in the log/)
+      assert.ok(!anyone.includes(failing.database!.name), anyone)
+      const operator = await request(failing.url).get('/readyz').set('Authorization', 'Bearer ops-secret').expect(503)
+      assert.match(operator.text, /^not ready: database unreachable: /)
+      assert.doesNotMatch(operator.text, /details are in the log/, 'an operator sees the database\'s own words')
+      const guess = await request(failing.url).get('/readyz').set('Authorization', 'Bearer wrong').expect(503)
+      assert.equal(guess.text, anyone)
+    } finally {
+      await failing.close()
+    }
+  })
+
+  test('a database closed to new connections (55000) answers 503 with Retry-After, not 500', async () => {
+    const closed = await startTestNode()
+    const name = closed.database!.name
+    try {
+      await admin(async (client) => {
+        await client.query(`alter database ${name} allow_connections false`)
+        await client.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name])
+      })
+      // The premise: a new connection is refused with 55000, and the pool holds no old one to use instead.
+      const probe = new pg.Client({ connectionString: closed.databaseUrl })
+      probe.on('error', () => {})
+      await assert.rejects(probe.connect(), (error: { code?: string }) => error.code === '55000')
+      await until(() => closed.pool.idleCount === 0 && closed.pool.totalCount === 0)
+
+      const page = await request(closed.url).get('/chats/closed')
+      assert.equal(page.status, 503, page.text.slice(0, 200))
+      assert.ok(Number(page.headers['retry-after']) > 0)
+      const post = await request(closed.url).post('/chats/closed/messages').send({ content: 'anyone?' })
+      assert.equal(post.status, 503)
+      assert.match(post.body.error, /nothing was saved/)
+    } finally {
+      await admin((client) => client.query(`alter database ${name} allow_connections true`))
+      await closed.close()
+    }
+  })
+})
+
+async function readyzUntil(url: string, status: number, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const res = await request(url).get('/readyz')
+    if (res.status === status) return res.text
+    if (Date.now() > deadline) throw new Error(`/readyz still answers ${res.status}, not ${status}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
