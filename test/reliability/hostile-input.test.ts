@@ -300,3 +300,29 @@ async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void>
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
+
+describe('methods on the event stream', () => {
+  test('HEAD answers the headers GET would, with no body and no subscription', async () => {
+    const before = node.hub.subscriberCount
+    const res = await fetch(`${node.url}/chats/tea/events?after=0`, { method: 'HEAD' })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+    assert.equal(res.headers.get('cache-control'), 'no-cache, no-transform')
+    assert.equal(await res.text(), '')
+    assert.equal(node.hub.subscriberCount, before)
+  })
+
+  test('HEAD refuses what GET refuses, with the same status', async () => {
+    assert.equal((await fetch(`${node.url}/chats/Not_A_Chat/events`, { method: 'HEAD' })).status, 404)
+    assert.equal((await fetch(`${node.url}/chats/tea/events?after=x`, { method: 'HEAD' })).status, 400)
+  })
+
+  for (const method of ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']) {
+    test(`${method} answers 405 with Allow: GET, HEAD and a readable reason`, async () => {
+      const res = await fetch(`${node.url}/chats/tea/events`, { method, headers: { accept: 'application/json' } })
+      assert.equal(res.status, 405)
+      assert.equal(res.headers.get('allow'), 'GET, HEAD')
+      assert.match(((await res.json()) as { error: string }).error, /read with GET/)
+    })
+  }
+})
