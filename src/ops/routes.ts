@@ -31,7 +31,9 @@ export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies 
       // The database's words can name hosts, users and databases: they go to
       // the log, and to operators who present the token, not to anyone.
       res.err = cause
-      const detail = dashboardToken !== undefined && isOperator(req) ? cause.message : 'details are in the log (or here, for operators with the DASHBOARD_TOKEN)'
+      const detail = isOperator(req)
+        ? cause.message
+        : `details are in the log${dashboardToken === undefined ? '' : ' (or here, for operators with the DASHBOARD_TOKEN)'}`
       return void res.status(503).send(`not ready: ${reasons.join('; ')}: ${detail}\n`)
     }
     if (!ready) return void res.status(503).send(`not ready: ${reasons.join('; ')}\n`)
