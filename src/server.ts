@@ -1,7 +1,8 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type pg from 'pg'
 import { createApp } from './app.js'
+import type { TrustProxy } from './config.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, sentMessage, type Change } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
 import { chatHandler, type ChatHandler } from './chat/chat-commands.js'
@@ -10,11 +11,13 @@ import type { DB } from './db/database.js'
 import { Listener } from './db/listener.js'
 import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
+import { describeError, HttpError } from './http/errors.js'
+import { toOriginForm } from './http/request-target.js'
 import { messageRenderer } from './http/views.js'
 import { eventsRoute } from './live/events-route.js'
 import { Hub } from './live/hub.js'
 import { dashboardRenderer } from './ops/dashboard-renderer.js'
-import { SILENT_LOGGER, type Logger } from './ops/logger.js'
+import { SILENT_LOGGER, withoutSecrets, type Logger } from './ops/logger.js'
 import { NodeMetrics } from './ops/metrics.js'
 import { checkReadiness, DEFAULT_READINESS, type ReadinessLimits } from './ops/readiness.js'
 import { DashboardSampler } from './ops/sampler.js'
@@ -29,7 +32,7 @@ export interface NodeProps {
   host?: string
   poolSize?: number
   maxSubscribers?: number
-  trustProxy?: boolean | string | number
+  trustProxy?: TrustProxy
   /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
   postsPerMinutePerAddress?: number
   /** How long a client may take to send its request headers (slowloris guard). */
@@ -167,10 +170,28 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     },
   })
   const streams = eventsRoute({ hub })
+  // Express's default final handler would answer with the error's stack
+  // outside production; nothing reaches it now, but if something ever does,
+  // this answers instead, as plainly as a page that cannot be rendered.
+  const handle = app as unknown as (req: IncomingMessage, res: ServerResponse, done: (error?: unknown) => void) => void
+  const lastResort = (req: IncomingMessage, res: ServerResponse, error: unknown) => {
+    const described = error === undefined ? new HttpError(404, 'There is nothing at this address.') : describeError(error)
+    const target = withoutSecrets(String(req.url).slice(0, 300))
+    log(described.status >= 500 ? 'error' : 'warn', `${req.method} ${target} from ${req.socket.remoteAddress}: ${described.status}, ${described.message}`, described.status >= 500 ? error : undefined)
+    if (res.headersSent) return void res.destroy()
+    res.writeHead(described.status, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', ...described.headers })
+    res.end(`${described.message}\n`)
+  }
   // Timeouts below are enforced by a periodic sweep (30 s by default, which
   // would let a slow client hold a socket three times longer than intended).
   const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
-    if (!streams(req, res)) app(req, res)
+    // A throw here would be an uncaught exception, which stops the process.
+    try {
+      if (!toOriginForm(req)) return lastResort(req, res, new HttpError(400, 'The request target must be a path such as /chats/tea, or a valid absolute http:// URL.'))
+      if (!streams(req, res)) handle(req, res, (error) => lastResort(req, res, error))
+    } catch (error) {
+      lastResort(req, res, error)
+    }
   })
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000

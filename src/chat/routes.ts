@@ -334,7 +334,8 @@ function safeBack(req: Request): string {
   if (!referer) return '/'
   try {
     const url = new URL(referer)
-    return url.host === req.get('host') ? url.pathname + url.search : '/'
+    // A path starting with // (or /\) would be read by the browser as another host.
+    return url.host === req.get('host') && !/^\/[/\\]/.test(url.pathname) ? url.pathname + url.search : '/'
   } catch {
     return '/'
   }

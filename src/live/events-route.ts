@@ -7,7 +7,7 @@ import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
 const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
 
 /**
- * `GET /chats/:chatId/events`, served on plain node:http ahead of Express.
+ * `GET /chats/:chatId/events` (and HEAD; other methods 405), served on plain node:http ahead of Express.
  * A stream stays open as long as someone reads the chat, so whatever a
  * request carries lives as long: Express's per-request state (parsed
  * cookies, a session, locals, document security headers, a logger) would
@@ -21,11 +21,12 @@ const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
 export function eventsRoute({ hub }: { hub: Hub }): (req: IncomingMessage, res: ServerResponse) => boolean {
   const pageFrames = connectionFrames()
   return (req, res) => {
-    const match = req.method === 'GET' ? EVENTS_PATH.exec(req.url ?? '') : null
+    const match = EVENTS_PATH.exec(req.url ?? '')
     if (!match) return false
     let chatId: string
     let cursor: number | undefined
     try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'A chat\'s event stream is read with GET (or HEAD for its headers).', { Allow: 'GET, HEAD' })
       chatId = chatIdParam(decode(match[1]!))
       cursor = cursorOf(req, new URLSearchParams(match[2] ?? ''))
       if (hub.full) throw new HubFullError(5)
@@ -42,6 +43,11 @@ export function eventsRoute({ hub }: { hub: Hub }): (req: IncomingMessage, res: 
       // Proxies such as nginx would otherwise buffer the stream.
       'X-Accel-Buffering': 'no',
     })
+    // HEAD: the answer GET would start with, and no subscription behind it.
+    if (req.method === 'HEAD') {
+      res.end()
+      return true
+    }
     // A chat page (htmx) also gets the frames that keep its connection state
     // current; plain SSE clients see only messages and comment heartbeats.
     const frames = req.headers['hx-request'] ? pageFrames : {}
