@@ -78,7 +78,8 @@ export class Presence {
   private readonly onError: NonNullable<PresenceProps['onError']>
   private readonly local = new Map<string, Map<string, LocalPerson>>()
   private readonly watched = new Map<string, Watched>()
-  private dirty = new Set<string>()
+  /** Changed (chat, person) pairs not yet written: only those rows are written, however many people a chat has. */
+  private dirty = new Map<string, Set<string>>()
   private flushTimer: NodeJS.Timeout | undefined
   private heartbeatTimer: NodeJS.Timeout | undefined
   private liveNodes = ''
@@ -132,7 +133,7 @@ export class Presence {
     if (name) person.name = name
     people.set(key, person)
     // A second tab of someone already here changes nothing anyone sees.
-    if (person.streams === 1) this.markDirty(chatId)
+    if (person.streams === 1) this.markDirty(chatId, key)
     return key
   }
 
@@ -159,10 +160,8 @@ export class Presence {
     const wasTyping = person.typingUntil > Date.now()
     person.typingUntil = Date.now() + this.props.typingMs
     people.set(personId, person)
-    // Extending a typing spell only matters to the node that expires it (timers below); others learn of the start.
-    if (!wasTyping) this.markDirty(chatId)
-    else this.dirty.add(chatId)
-    this.scheduleFlush()
+    // Extending a spell moves its end in the table (so a dead node's typing ends too) without telling the others.
+    this.markDirty(chatId, personId, !wasTyping)
   }
 
   /** The person sent their message: they stopped typing, at once. */
@@ -171,7 +170,7 @@ export class Presence {
     if (!person || person.typingUntil <= Date.now()) return
     person.typingUntil = 0
     if (person.streams === 0) this.forget(chatId, personId, person)
-    else this.markDirty(chatId)
+    else this.markDirty(chatId, personId)
   }
 
   /** A page on this node shows this chat's people: keep its list current. */
@@ -236,17 +235,19 @@ export class Presence {
     if (person.typingUntil > Date.now()) return
     people.delete(key)
     if (people.size === 0) this.local.delete(chatId)
-    this.markDirty(chatId)
+    this.markDirty(chatId, key)
   }
 
-  private markDirty(chatId: string): void {
-    this.dirty.add(chatId)
+  private markDirty(chatId: string, key: string, visible = true): void {
+    const keys = this.dirty.get(chatId) ?? new Set<string>()
+    keys.add(key)
+    this.dirty.set(chatId, keys)
+    if (visible) this.visibleChanges.add(chatId)
     this.scheduleFlush()
-    // This node's own pages need not wait for the round trip through the table's NOTIFY.
-    if (this.watched.has(chatId)) this.refreshAfterFlush.add(chatId)
   }
 
-  private readonly refreshAfterFlush = new Set<string>()
+  /** Chats whose list others can see changed since the last flush: named in its NOTIFY, and refreshed here at once. */
+  private visibleChanges = new Set<string>()
 
   private scheduleFlush(): void {
     if (this.flushTimer || this.stopped) return
@@ -260,60 +261,78 @@ export class Presence {
     this.flushTimer.unref()
   }
 
-  /** Rewrites this node's rows of every dirty chat in one statement, then one NOTIFY names them. */
+  /** Writes this node's changed rows in one statement (upsert who is here, delete who left), then one NOTIFY names the chats. */
   private async flush(): Promise<void> {
-    const chats = [...this.dirty]
-    if (chats.length === 0) return
-    this.dirty = new Set()
-    const rows: { chatId: string; personId: string; name: string | null; streams: number; typingUntil: string | null }[] = []
+    if (this.dirty.size === 0) return
+    const dirty = this.dirty
+    const visible = this.visibleChanges
+    this.dirty = new Map()
+    this.visibleChanges = new Set()
+    const present: { chatId: string; personId: string; name: string | null; streams: number; typingUntil: string | null }[] = []
+    const gone: { chatId: string; personId: string }[] = []
     const now = Date.now()
-    for (const chatId of chats) {
-      for (const [personId, person] of this.local.get(chatId) ?? []) {
-        const typing = person.typingUntil > now
-        if (person.streams === 0 && !typing) continue
-        rows.push({ chatId, personId, name: person.name ?? null, streams: person.streams, typingUntil: typing ? new Date(person.typingUntil).toISOString() : null })
+    for (const [chatId, keys] of dirty) {
+      for (const personId of keys) {
+        const person = this.local.get(chatId)?.get(personId)
+        const typing = person !== undefined && person.typingUntil > now
+        if (!person || (person.streams === 0 && !typing)) {
+          gone.push({ chatId, personId })
+          continue
+        }
+        present.push({ chatId, personId, name: person.name ?? null, streams: person.streams, typingUntil: typing ? new Date(person.typingUntil).toISOString() : null })
         if (typing) this.expireTypingAt(chatId, person.typingUntil)
       }
     }
     try {
-      // Upsert what is, delete what is not: a delete and an insert of the same key cannot share one statement.
       await sql`
-        with wanted as (
-          select * from unnest(${rows.map((r) => r.chatId)}::text[], ${rows.map((r) => r.personId)}::text[], ${rows.map((r) => r.name)}::text[],
-                               ${rows.map((r) => r.streams)}::int[], ${rows.map((r) => r.typingUntil)}::timestamptz[])
-            as w(chat_id, person_id, name, streams, typing_until)
-        ),
-        gone as (
+        with gone as (
           delete from presence p
-          where p.node_id = ${this.nodeId} and p.chat_id = any(${chats}::text[])
-            and not exists (select 1 from wanted w where w.chat_id = p.chat_id and w.person_id = p.person_id)
+          using unnest(${gone.map((g) => g.chatId)}::text[], ${gone.map((g) => g.personId)}::text[]) as g(chat_id, person_id)
+          where p.node_id = ${this.nodeId} and p.chat_id = g.chat_id and p.person_id = g.person_id
         )
         insert into presence (node_id, chat_id, person_id, name, streams, typing_until)
-        select ${this.nodeId}, chat_id, person_id, name, streams, typing_until from wanted
+        select ${this.nodeId}, * from unnest(${present.map((r) => r.chatId)}::text[], ${present.map((r) => r.personId)}::text[], ${present.map((r) => r.name)}::text[],
+                                            ${present.map((r) => r.streams)}::int[], ${present.map((r) => r.typingUntil)}::timestamptz[])
         on conflict (node_id, chat_id, person_id) do update
           set name = excluded.name, streams = excluded.streams, typing_until = excluded.typing_until
       `.execute(this.db)
     } catch (error) {
-      for (const chatId of chats) this.dirty.add(chatId)
+      for (const [chatId, keys] of dirty) for (const key of keys) this.markDirty(chatId, key, visible.has(chatId))
       throw error
     }
-    await this.notify(chats)
-    for (const chatId of chats) if (this.refreshAfterFlush.delete(chatId)) this.refresh(chatId)
+    const changed = [...visible]
+    if (changed.length > 0) await this.notify(changed)
+    // This node's own pages need not wait for the round trip through NOTIFY.
+    for (const chatId of changed) this.refresh(chatId)
   }
 
-  private readonly typingExpiries = new Map<string, NodeJS.Timeout>()
+  private readonly typingExpiries = new Map<string, { at: number; timer: NodeJS.Timeout }>()
 
-  /** When a typing spell ends, the chat's list changes without anyone saying so: look again then. */
+  /**
+   * When a typing spell ends, the chat's list changes without anyone saying
+   * so: look again at the earliest end due in the chat, then at the next.
+   */
   private expireTypingAt(chatId: string, at: number): void {
-    clearTimeout(this.typingExpiries.get(chatId))
+    const pending = this.typingExpiries.get(chatId)
+    if (pending && pending.at <= at) return
+    clearTimeout(pending?.timer)
     const timer = setTimeout(() => {
       this.typingExpiries.delete(chatId)
-      const people = this.local.get(chatId)
-      for (const [key, person] of people ?? []) if (person.streams === 0 && person.typingUntil <= Date.now()) this.forget(chatId, key, person)
-      this.markDirty(chatId)
+      let next = Infinity
+      for (const [key, person] of this.local.get(chatId) ?? []) {
+        if (person.typingUntil === 0) continue
+        if (person.typingUntil > Date.now()) {
+          next = Math.min(next, person.typingUntil)
+          continue
+        }
+        person.typingUntil = 0
+        if (person.streams === 0) this.forget(chatId, key, person)
+        else this.markDirty(chatId, key)
+      }
+      if (next < Infinity) this.expireTypingAt(chatId, next)
     }, Math.max(0, at - Date.now()) + 50)
     timer.unref()
-    this.typingExpiries.set(chatId, timer)
+    this.typingExpiries.set(chatId, { at, timer })
   }
 
   private async notify(chats: string[]): Promise<void> {
