@@ -203,9 +203,10 @@ export class Presence {
     const people: Person[] = []
     let others = 0
     for (const row of rows) {
-      if (row.person_id.startsWith('anon:')) {
-        if (row.streams > 0) others++
-      } else if (row.streams > 0 || row.typing) people.push({ name: row.name ?? 'someone', typing: Boolean(row.typing) })
+      // Here means an open stream on some node: a typing hint alone (a closed tab's last keystroke) names no one.
+      if (row.streams <= 0) continue
+      if (row.person_id.startsWith('anon:')) others++
+      else people.push({ name: row.name ?? 'someone', typing: Boolean(row.typing) })
     }
     people.sort((a, b) => a.name.localeCompare(b.name) || Number(a.typing) - Number(b.typing))
     return { people, others }
@@ -232,7 +233,8 @@ export class Presence {
   private forget(chatId: string, key: string, person: LocalPerson): void {
     const people = this.local.get(chatId)
     if (!people || people.get(key) !== person) return
-    if (person.typingUntil > Date.now()) return
+    // Still typing (a hint this node took for a stream on another node): keep the spell, but write that no stream is open here.
+    if (person.typingUntil > Date.now()) return this.markDirty(chatId, key)
     people.delete(key)
     if (people.size === 0) this.local.delete(chatId)
     this.markDirty(chatId, key)
