@@ -157,13 +157,14 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const sampler = new DashboardSampler({
     db,
     hub,
+    presence,
     projection: projector.name,
     commandLatency: metrics.commandLatency,
     render: dashboardRenderer(),
     onError: (error) => log('warn', 'dashboard sampler could not read the database', error),
   })
   sampler.start()
-  metrics.watch({ pool, hub, projector, listener, sampler })
+  metrics.watch({ pool, hub, projector, listener, presence, sampler })
   const readinessLimits: ReadinessLimits = { ...DEFAULT_READINESS, ...props.readiness }
 
   const app = createApp({
