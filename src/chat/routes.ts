@@ -168,7 +168,8 @@ export function chatRoutes({ db, chats, presence, projectionWatch, renderMessage
     const chatId = chatIdFrom(req)
     const wait = typingHints(res.locals.personId, req.ip ?? '')
     if (wait > 0) throw new HttpError(429, 'Too many typing hints; slow down.', { 'Retry-After': String(wait) })
-    presence.typing(chatId, res.locals.personId, res.locals.name)
+    // Without a session the person was made up for this request: no page of theirs has a stream to be here with.
+    if (res.locals.hasSession) presence.typing(chatId, res.locals.personId, res.locals.name)
     res.status(204).end()
   })
 
@@ -296,9 +297,13 @@ function freshComposer(): Composer {
 
 /**
  * Token buckets for typing hints: a person may send a burst of 5, then one
- * per second (a composer sends at most one per 2 s, so two tabs fit); an address, whatever the
- * sessions behind it, 30 then one per second. Answers how many seconds to
- * wait, 0 to go ahead. Bounded memory: least recently seen buckets go first.
+ * per second (a composer sends at most one per 2 s, so two tabs fit); an
+ * address, whatever the sessions behind it, 60 then 10 per second: twenty
+ * people typing behind one office NAT, or every reader behind a proxy when
+ * TRUST_PROXY is unset, fit, while a script minting sessions is still capped.
+ * The person's bucket is asked first, so one person's flood does not spend
+ * the budget of the others behind their address. Answers how many seconds
+ * to wait, 0 to go ahead. Bounded memory: least recently seen buckets go first.
  */
 function typingLimiter(): (personId: string, address: string) => number {
   const buckets = new LRUCache<string, { tokens: number; at: number }>({ max: 50_000 })
@@ -312,7 +317,7 @@ function typingLimiter(): (personId: string, address: string) => number {
     bucket.tokens -= 1
     return 0
   }
-  return (personId, address) => take(`address ${address}`, 30, 1) || take(`person ${personId}`, 5, 1)
+  return (personId, address) => take(`person ${personId}`, 5, 1) || take(`address ${address}`, 60, 10)
 }
 
 function messageUrl(chatId: string, messageId: number): string {

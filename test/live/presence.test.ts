@@ -415,6 +415,25 @@ describe('frames without an id', () => {
   })
 })
 
+describe('typing behind one address', () => {
+  test('twenty people behind one address (an office, a proxy without TRUST_PROXY) typing at the composer\'s pace never get a 429', async () => {
+    const cookies = await Promise.all(Array.from({ length: 20 }, (_, i) => person(b, `Typist ${i}`)))
+    const statuses: number[] = []
+    // Each sends what the composer sends while typing on: a hint every 2 s, for 6 s.
+    await Promise.all(
+      cookies.map(async (cookie, i) => {
+        await sleep(i * 100)
+        for (let round = 0; round < 3; round++) {
+          statuses.push(await typing(b, 'office', cookie))
+          await sleep(2_000)
+        }
+      }),
+    )
+    assert.equal(statuses.length, 60)
+    assert.deepEqual(statuses.filter((status) => status !== 204), [], 'no hint refused')
+  })
+})
+
 describe('a flood of typing hints', () => {
   // An app process of its own: its responsiveness is measured apart from the test's own event loop, and the
   // flood empties that node's per-address budget for typing hints, as it should.
