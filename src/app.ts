@@ -7,6 +7,7 @@ import { rateLimit } from 'express-rate-limit'
 import { MAX_CONTENT_LENGTH } from './chat/chat.js'
 import type { DB } from './db/database.js'
 import type { ChatHandler } from './chat/chat-commands.js'
+import type { Presence } from './live/presence.js'
 import type { ProjectionWatch } from './chat/projection-watch.js'
 import { chatRoutes } from './chat/routes.js'
 import type { TrustProxy } from './config.js'
@@ -20,6 +21,8 @@ import { dashboardRoutes, probeRoutes, type OpsRoutesDeps } from './ops/routes.j
 export interface AppDeps {
   db: DB
   chats: ChatHandler
+  /** Who is here and who is typing, across nodes. */
+  presence: Presence
   /** Lets a plain form post wait for its message to be projected before redirecting. */
   projectionWatch: ProjectionWatch
   /** The node's message HTML, shared with its live stream (templates call it as messageHtml). */
@@ -157,7 +160,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, chats: deps.chats, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, chats: deps.chats, presence: deps.presence, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

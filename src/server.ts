@@ -13,9 +13,10 @@ import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
 import { describeError, HttpError } from './http/errors.js'
 import { toOriginForm } from './http/request-target.js'
-import { messageRenderer } from './http/views.js'
+import { messageRenderer, partialRenderer } from './http/views.js'
 import { eventsRoute } from './live/events-route.js'
-import { Hub } from './live/hub.js'
+import { dataFrame, Hub } from './live/hub.js'
+import { parsePresenceNotification, Presence, PRESENCE_CHANNEL, type People } from './live/presence.js'
 import { dashboardRenderer } from './ops/dashboard-renderer.js'
 import { SILENT_LOGGER, withoutSecrets, type Logger } from './ops/logger.js'
 import { NodeMetrics } from './ops/metrics.js'
@@ -56,6 +57,7 @@ export interface AppNode {
   projector: Projector
   listener: Listener
   chats: ChatHandler
+  presence: Presence
   metrics: NodeMetrics
   sampler: DashboardSampler
   /** Graceful stop: refuse new work, end streams with a retry hint, finish commands, close the pool. */
@@ -119,14 +121,27 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     onOutcome: metrics.commandOutcome,
   })
 
+  const renderPeople = partialRenderer<People & { chatId: string }>('_people')
+  const presence = new Presence({
+    db,
+    onChange: (chatId, people) => hub.sendEphemeral(chatId, dataFrame(renderPeople({ chatId, ...people }))),
+    onError: (error) => log('warn', 'presence', error),
+  })
+
   const listener = new Listener({
     connectionString: props.databaseUrl,
-    channels: [EVENTS_CHANNEL, MESSAGES_CHANNEL],
+    channels: [EVENTS_CHANNEL, MESSAGES_CHANNEL, PRESENCE_CHANNEL],
     applicationName: 'live-tea listener',
     onError: (error) => log('warn', 'LISTEN connection lost; reconnecting', error),
   })
   listener.on('notification', (channel: string, payload: string) => {
     if (channel === EVENTS_CHANNEL) return projector.wake()
+    if (channel === PRESENCE_CHANNEL) {
+      const changed = parsePresenceNotification(payload)
+      // This node's own changes were shown as soon as they were written.
+      if (changed && changed.node !== presence.nodeId) presence.changed(changed.chats)
+      return
+    }
     for (const [chatId, version] of parseNotification(payload)) {
       projectionWatch.projected(chatId, version)
       hub.notify(chatId, version)
@@ -136,25 +151,29 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   listener.on('connected', () => {
     projector.wake()
     hub.resync()
+    presence.changed('all')
   })
   await listener.start()
+  await presence.start()
   await projector.start()
 
   const sampler = new DashboardSampler({
     db,
     hub,
+    presence,
     projection: projector.name,
     commandLatency: metrics.commandLatency,
     render: dashboardRenderer(),
     onError: (error) => log('warn', 'dashboard sampler could not read the database', error),
   })
   sampler.start()
-  metrics.watch({ pool, hub, projector, listener, sampler })
+  metrics.watch({ pool, hub, projector, listener, presence, sampler })
   const readinessLimits: ReadinessLimits = { ...DEFAULT_READINESS, ...props.readiness }
 
   const app = createApp({
     db,
     chats,
+    presence,
     projectionWatch,
     renderMessage,
     sessionSecret: props.sessionSecret,
@@ -169,7 +188,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
     },
   })
-  const streams = eventsRoute({ hub })
+  const streams = eventsRoute({ hub, presence, sessionSecret: props.sessionSecret, renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }) })
   // Express's default final handler would answer with the error's stack
   // outside production; nothing reaches it now, but if something ever does,
   // this answers instead, as plainly as a page that cannot be rendered.
@@ -213,6 +232,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       server.closeIdleConnections()
       await chats.drained()
       await projector.stop()
+      await presence.stop()
       await sampler.stop()
       await listener.stop()
       // Streams were ended; anything still open after a grace period is cut.
@@ -222,5 +242,5 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await pool.end()
     })())
 
-  return { server, url, pool, db, hub, projector, listener, chats, metrics, sampler, stop }
+  return { server, url, pool, db, hub, projector, listener, chats, presence, metrics, sampler, stop }
 }

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomInt } from 'node:crypto'
+import cookieParser from 'cookie-parser'
 import type { NextFunction, Request, Response } from 'express'
 import { MAX_SENDER_LENGTH } from '../chat/chat.js'
 
@@ -151,4 +152,27 @@ export function setSession(res: Response, name: string, secure: boolean): void {
     else res.removeHeader('Set-Cookie')
   }
   res.cookie(SESSION_COOKIE, `p1.${res.locals.personId}.${name}`, { signed: true, httpOnly: true, sameSite: 'lax', secure, maxAge: ONE_YEAR_MS, path: '/' })
+}
+
+/**
+ * The session from a raw Cookie header, for requests served outside Express
+ * (the event stream): the same signed cookie, verified the same way. Only a
+ * current session counts (person and name); anything else is no one.
+ */
+export function sessionFromCookieHeader(header: string | undefined, secret: string): { personId: string; name: string } | undefined {
+  if (!header) return undefined
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq < 0 || part.slice(0, eq).trim() !== SESSION_COOKIE) continue
+    let value: string
+    try {
+      value = decodeURIComponent(part.slice(eq + 1).trim())
+    } catch {
+      return undefined
+    }
+    const unsigned = value.startsWith('s:') ? cookieParser.signedCookie(value, secret) : false
+    const session = unsigned === false ? undefined : parseSession(unsigned)
+    return session?.personId ? { personId: session.personId, name: session.name } : undefined
+  }
+  return undefined
 }
