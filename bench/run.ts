@@ -89,14 +89,19 @@ async function count(pool: pg.Pool, sql: string): Promise<number> {
   return Number((await pool.query(sql)).rows[0].n)
 }
 
-/** Waits until the read model holds `expected` messages; resolves with the time it did (ms on the shared clock). */
+/**
+ * Waits until the read model shows `expected` chat versions in all (the sum of
+ * every chat's head: one per event, whatever its kind, as the sum of
+ * `streams.version` counts them); resolves with the time it did (ms on the
+ * shared clock).
+ */
 async function projected(pool: pg.Pool, expected: number, timeoutMs = 120_000): Promise<number> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    // One row per chat holds its projected head: cheap to poll, unlike count(*) over messages.
+    // One row per chat holds its projected head version: cheap to poll, unlike count(*) over chat_changes.
     const n = await count(pool, 'select coalesce(sum(version), 0) as n from chats')
     if (n >= expected) return nowMs()
-    if (Date.now() > deadline) throw new Error(`only ${n} of ${expected} messages projected after ${timeoutMs} ms`)
+    if (Date.now() > deadline) throw new Error(`only ${n} of ${expected} chat versions projected after ${timeoutMs} ms`)
     await sleep(5)
   }
 }
@@ -298,7 +303,8 @@ async function p4(server: BenchServer): Promise<void> {
     const first = await fetch(`${app.ready.url}/chats/page`)
     const cookie = first.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ')
     const html = await first.text()
-    if ((html.match(/class="message"/g) ?? []).length !== 50) notes.push('P4: the page did not show 50 messages')
+    // Each message is an <article> whose classes start with "message" (then "retracted", when it is).
+    if ((html.match(/<article class="message[" ]/g) ?? []).length !== 50) notes.push('P4: the page did not show 50 messages')
     const page = { connections: 50, durationMs: SIZES.p4Seconds * 1000, next: () => ({ method: 'GET' as const, path: '/chats/page', headers: { cookie } }) }
     const bare = { ...page, next: () => ({ method: 'GET' as const, path: '/bare' }) }
     await fetch(`${app.ready.bareUrl}/bare-page`, { method: 'PUT', body: html })
@@ -340,16 +346,18 @@ async function p5(server: BenchServer): Promise<void> {
   try {
     await migrateToLatest(db)
     await pool.query(`insert into streams (stream_id, stream_type, version) select 'chat-r' || c, 'chat', $1 from generate_series(1, $2) c`, [perChat, chats])
-    // Interleaved like live traffic, in transactions of 10 messages per chat.
+    // Interleaved like live traffic, in transactions of 10 messages per chat;
+    // in the shape the app appends them (an author in data and metadata).
     for (let from = 1; from <= perChat; from += 10) {
       await pool.query(
         `insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
          select 'chat-r' || c, v, gen_random_uuid(), 'MessageSent',
-                jsonb_build_object('chatId', 'r' || c, 'sender', 'sender-' || (v * 7 + c) % 97,
+                jsonb_build_object('chatId', 'r' || c, 'authorId', author, 'sender', 'sender-' || (v * 7 + c) % 97,
                                    'content', 'message ' || v || ' in chat r' || c || ', a sentence of ordinary length',
                                    'sentAt', timestamptz '2025-01-01' + (v * $3 + c) * interval '1 ms'),
-                jsonb_build_object('commandId', gen_random_uuid()::text)
-         from generate_series($1::int, $2::int) v, generate_series(1, $3::int) c
+                jsonb_build_object('commandId', gen_random_uuid()::text, 'personId', author)
+         from generate_series($1::int, $2::int) v, generate_series(1, $3::int) c,
+              lateral (select 'bench-person-' || lpad(((v * 7 + c) % 97)::text, 9, '0') as author) as a
          order by v, c`,
         [from, Math.min(perChat, from + 9), chats],
       )
@@ -357,29 +365,36 @@ async function p5(server: BenchServer): Promise<void> {
     // Both sides read a vacuumed log: the first reader would otherwise pay for setting hint bits.
     await pool.query('vacuum analyze events')
     await pool.query('create table messages_baseline (like messages including all)')
+    await pool.query('create table chat_changes_baseline (like chat_changes including all)')
     const projector = new Projector({ db, projection: messagesProjection })
     await projector.rebuild() // warm-up; leaves the read model full, as a live rebuild finds it
     const rebuildRates: number[] = []
     const sqlRates: number[] = []
     for (let round = 0; round < ROUNDS; round++) {
-      await pool.query('vacuum analyze messages')
+      await pool.query('vacuum analyze messages, chat_changes')
       let t0 = performance.now()
       const replayed = await projector.rebuild()
       const rebuildMs = performance.now() - t0
-      await pool.query('truncate messages_baseline')
+      await pool.query('truncate messages_baseline, chat_changes_baseline')
       t0 = performance.now()
+      // The same rows the rebuild writes for a log of sends: a message per
+      // event and a change per version (each version changed its own message).
       const { rowCount } = await pool.query(
-        `insert into messages_baseline (chat_id, version, event_id, sender, content, sent_at)
-         select data ->> 'chatId', stream_version, event_id, data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz
-         from events where event_type = 'MessageSent'`,
+        `with sent as (
+           insert into messages_baseline (chat_id, message_id, event_id, author_id, sender, content, sent_at, changed_version)
+           select data ->> 'chatId', stream_version, event_id, data ->> 'authorId', data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz, stream_version
+           from events where event_type = 'MessageSent'
+           returning chat_id, message_id
+         )
+         insert into chat_changes_baseline (chat_id, version, message_id) select chat_id, message_id, message_id from sent`,
       )
       const sqlMs = performance.now() - t0
       rebuildRates.push((replayed / rebuildMs) * 1000)
       sqlRates.push(((rowCount ?? 0) / sqlMs) * 1000)
-      console.log(`    round ${round + 1}: rebuild ${fmt(rebuildMs)} ms (${fmt(rebuildRates.at(-1)!)} events/s), INSERT … SELECT ${fmt(sqlMs)} ms (${fmt(sqlRates.at(-1)!)} rows/s)`)
+      console.log(`    round ${round + 1}: rebuild ${fmt(rebuildMs)} ms (${fmt(rebuildRates.at(-1)!)} events/s), INSERT … SELECT ${fmt(sqlMs)} ms (${fmt(sqlRates.at(-1)!)} events/s)`)
     }
     const r = median(rebuildRates) / median(sqlRates)
-    report({ id: 'P5', figure: `rebuild of ${fmt(total)} events (events/s)`, app: fmt(median(rebuildRates)), baseline: `${fmt(median(sqlRates))} (INSERT … SELECT)`, ratio: ratio(r), target: '≥ 0.50×', met: r >= 0.5 })
+    report({ id: 'P5', figure: `rebuild of ${fmt(total)} events (events/s)`, app: fmt(median(rebuildRates)), baseline: `${fmt(median(sqlRates))} (INSERT … SELECT, 2 tables)`, ratio: ratio(r), target: '≥ 0.50×', met: r >= 0.5 })
   } finally {
     await pool.end()
     await database.drop()
