@@ -7,12 +7,13 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
 import { startNode } from '../src/server.js'
+import { BENCH_SESSION_SECRET } from './lib/mixed.js'
 import { cpuMs, serveParent, settledRss } from './lib/processes.js'
 
 const env = process.env
 const node = await startNode({
   databaseUrl: env.BENCH_DATABASE_URL!,
-  sessionSecret: 'bench-session-secret',
+  sessionSecret: BENCH_SESSION_SECRET,
   host: '127.0.0.1',
   port: 0,
   ...(env.BENCH_POOL_SIZE ? { poolSize: Number(env.BENCH_POOL_SIZE) } : {}),

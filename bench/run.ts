@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --quick] [-- --only P1,P3] [-- --rounds N]`
+ * `npm run bench [-- --quick] [-- --only P1,P3] [-- --rounds N]` (P1M and P2M, the mixed
+ * workload, are one scenario: --only P1M or P2M runs its part of it)
  *
  * Starts the app on fresh databases, loads it from this process (the app and
  * the SSE clients run in processes of their own), and prints each figure next
@@ -21,7 +22,8 @@ import { treeCpuMs } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
 import { closedLoop, COMPOSER, FORM, openLoop, stampedPost, type LoadResult } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
-import { median, nowMs, sleep } from './lib/stats.js'
+import { KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
+import { median, nowMs, percentile, Samples, sleep } from './lib/stats.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
 const argv = process.argv.slice(2)
@@ -41,6 +43,13 @@ const SIZES = {
   p3Rounds: QUICK ? 3 : 7,
   p4Seconds: QUICK ? 3 : 8,
   p5Events: QUICK ? 50_000 : 200_000,
+  // The mixed workload: P1's connections and P2's rate, in chats with a long history.
+  mixedChats: 10,
+  mixedEventsPerChat: QUICK ? 5_000 : 200_000,
+  // Enough people that none comes near the 30 commands a minute one person may give in one chat.
+  mixedPeople: 800,
+  mixedLatencyPeople: 400,
+  mixedSubscribersPerChat: 20,
   warmupSeconds: QUICK ? 1 : 2,
 }
 
@@ -56,6 +65,11 @@ interface Row {
 
 const rows: Row[] = []
 const notes: string[] = []
+/** P1's and P2's figures, for the mixed rows to stand beside. */
+const sameRun: {
+  p1?: { rps: number; nodeUs: number; pgUs: number; p50: number; p99: number }
+  p2?: { p50: number; p99: number; max: number }
+} = {}
 
 function argValue(name: string): string | undefined {
   const index = argv.indexOf(name)
@@ -128,14 +142,22 @@ function messagePost(chats: number, cookies: string[], text = 'hello from the be
   })
 }
 
-/** Session cookies for `count` people, as a browser holds after choosing a name. */
+/** Session cookies for `count` people, as a browser holds after choosing a name (50 asked at a time). */
 async function sessions(url: string, count: number): Promise<string[]> {
-  return Promise.all(
-    Array.from({ length: count }, async (_, i) => {
-      const res = await fetch(`${url}/session`, { method: 'POST', headers: FORM, body: `name=bench+person+${i}`, redirect: 'manual' })
+  const cookies: string[] = []
+  for (let from = 0; from < count; from += 50) {
+    const chunk = Array.from({ length: Math.min(50, count - from) }, async (_, i) => {
+      const res = await fetch(`${url}/session`, { method: 'POST', headers: FORM, body: `name=bench+person+${from + i}`, redirect: 'manual' })
       return res.headers.getSetCookie().map((cookie) => cookie.split(';')[0]).join('; ')
-    }),
-  )
+    })
+    cookies.push(...(await Promise.all(chunk)))
+  }
+  return cookies
+}
+
+/** CPU time so far of a bench child (the app) and of the whole Postgres server, in ms. */
+async function cpuOfChild(server: BenchServer, child: Child<unknown>): Promise<{ node: number; pg: number }> {
+  return { node: (await child.ask<{ ms: number }>({ type: 'cpu' })).ms, pg: server.postmasterPid ? treeCpuMs(server.postmasterPid) : NaN }
 }
 
 // ---------------------------------------------------------------- P1
@@ -149,7 +171,7 @@ async function p1(server: BenchServer): Promise<void> {
   const appRuns: { e2e: number; accepted: number; result: LoadResult; nodeUs: number; pgUs: number }[] = []
   const baseRuns: (LoadResult & { nodeUs: number; pgUs: number })[] = []
   const floorRuns: LoadResult[] = []
-  const cpuOf = async (child: Child<unknown>) => ({ node: (await child.ask<{ ms: number }>({ type: 'cpu' })).ms, pg: server.postmasterPid ? treeCpuMs(server.postmasterPid) : NaN })
+  const cpuOf = (child: Child<unknown>) => cpuOfChild(server, child)
   try {
     await withPool(appDb.url, async (pool) => {
       await closedLoop(app.ready.url, { ...load, durationMs: SIZES.warmupSeconds * 1000 })
@@ -193,6 +215,7 @@ async function p1(server: BenchServer): Promise<void> {
   report({ id: 'P1', figure: 'write throughput, end to end (msg/s)', app: fmt(appRps), baseline: `${fmt(baseRps)} (POST → INSERT)`, ratio: ratio(appRps / baseRps), target: '≥ 1.00×', met: appRps / baseRps >= 1 })
   const appP50 = median(appRuns.map((run) => run.result.p50))
   const appP99 = median(appRuns.map((run) => run.result.p99))
+  sameRun.p1 = { rps: appRps, nodeUs: median(appRuns.map((run) => run.nodeUs)), pgUs: median(appRuns.map((run) => run.pgUs)), p50: appP50, p99: appP99 }
   const cpu = (runs: { nodeUs: number; pgUs: number }[]) => `${fmt(median(runs.map((run) => run.nodeUs)))} + ${fmt(median(runs.map((run) => run.pgUs)))} µs`
   report({ id: 'P1', figure: 'CPU per message: node + postgres', app: cpu(appRuns), baseline: cpu(baseRuns), ratio: '', target: '' })
   const floorRps = median(floorRuns.map((run) => (run.statuses[200] ?? 0) / run.durationMs * 1000))
@@ -215,18 +238,255 @@ async function p2(server: BenchServer): Promise<void> {
     await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.warmupSeconds * 1000, connections: 32, next: post })
     await sleep(500)
     await clients.ask({ type: 'latencies' })
+    const started = performance.now()
     const sent = await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2Seconds * 1000, connections: 32, next: post })
+    const drainedMs = performance.now() - started - SIZES.p2Seconds * 1000
+    if (drainedMs > 1000) notes.push(`P2: the last answers came ${fmt(drainedMs / 1000, 1)} s after the last post: the app did not keep up with ${SIZES.p2Rate} msg/s, so the latencies are mostly queueing`)
     await sleep(1000)
     const latency = await clients.ask<{ count: number; p50: number; p99: number; max: number }>({ type: 'latencies' })
     const expected = acceptedCount(sent) * perChat
     if (latency.count !== expected) notes.push(`P2: ${latency.count} deliveries seen, ${expected} expected`)
     console.log(`    ${sent.sent} posts (${JSON.stringify(sent.statuses)}), ${latency.count} deliveries`)
     const met = latency.p50 <= 5 && latency.p99 <= 25
+    sameRun.p2 = latency
     report({ id: 'P2', figure: 'POST → SSE subscriber p50 / p99 / max', app: `${ms(latency.p50)} / ${ms(latency.p99)} / ${ms(latency.max)}`, baseline: '–', ratio: '', target: '≤ 5 / ≤ 25 ms', met })
   } finally {
     await clients.stop()
     await app.stop()
     await db.drop()
+  }
+}
+
+// ---------------------------------------------------------------- P1M / P2M
+const KIND_NAMES: Record<Kind, string> = { send: 'sends', react: 'reactions', edit: 'edits' }
+
+/**
+ * Issue 10's mixed workload: 7 sends, 2 reactions and 1 edit in every 10
+ * commands, in chats that already hold a long history (seeded into the log,
+ * read model by the app's rebuild), beside P1 and P2 of the same run.
+ *
+ * - P1M is P1's closed loop (50 connections, htmx posts as the page sends
+ *   them, people with session cookies): commands per second from the first
+ *   post until the read model shows the last one.
+ * - P2M is P2's open loop (500 commands/s, 32 connections, 20 live
+ *   subscribers per chat): POST → frame, per subscriber. Posts ask for JSON,
+ *   whose answer names the version each command made (its frame's id).
+ *
+ * Reactions go to one of the latest 50 messages of a chat, edits to one of
+ * its latest 100 whose author is a bench person, made by that person: what
+ * people see on the page (polled from the read model). Each is measured
+ * beside a control of the same chats and people sending only, which tells
+ * what the chats cost (fewer and longer than P1's and P2's) apart from what
+ * the mix costs.
+ */
+async function mixed(server: BenchServer): Promise<void> {
+  const chatIds = Array.from({ length: SIZES.mixedChats }, (_, i) => `long-${i}`)
+  const history = `${SIZES.mixedChats} chats of ${fmt(SIZES.mixedEventsPerChat)} events`
+  console.log(`P1M/P2M mixed workload: 70% sends, 20% reactions, 10% edits in ${history}`)
+  const database = await server.fresh('mixed')
+  const setupPool = createPool({ connectionString: database.url, max: 2 })
+  try {
+    const setupDb = createDb(setupPool)
+    await migrateToLatest(setupDb)
+    let t0 = performance.now()
+    await seedLongChats(setupPool, chatIds, SIZES.mixedEventsPerChat)
+    const seededMs = performance.now() - t0
+    t0 = performance.now()
+    await new Projector({ db: setupDb, projection: messagesProjection }).rebuild()
+    await setupPool.query('vacuum analyze events, streams, messages, chat_changes, chats')
+    // The history's writes reach disk now, not in a checkpoint during the measurement (needs a superuser or pg_checkpoint).
+    await setupPool.query('checkpoint').catch(() => notes.push('P1M/P2M: no CHECKPOINT after seeding (not allowed): the first round may pay for writing the history out'))
+    console.log(`    history: ${fmt(SIZES.mixedChats * SIZES.mixedEventsPerChat)} events appended in ${fmt(seededMs / 1000, 1)} s, read model rebuilt and vacuumed in ${fmt((performance.now() - t0) / 1000, 1)} s`)
+  } catch (error) {
+    await database.drop()
+    throw error
+  } finally {
+    await setupPool.end()
+  }
+  const app = await startApp(database)
+  try {
+    await withPool(database.url, async (pool) => {
+      const recent = new RecentMessages(pool, chatIds)
+      await recent.start()
+      try {
+        // Every bench person, by id: an edit is made by whoever wrote the message.
+        const authors = new Map<string, Person>()
+        const enlist = async (count: number) => {
+          const people = (await sessions(app.ready.url, count)).map(personOf)
+          for (const person of people) authors.set(person.personId, person)
+          return people
+        }
+        if (wanted('P1M')) await mixedThroughput(server, app, pool, { chatIds, history, people: await enlist(SIZES.mixedPeople), authors, recent })
+        if (wanted('P2M')) await mixedLatency(app, pool, { chatIds, history, people: await enlist(SIZES.mixedLatencyPeople), authors, recent })
+      } finally {
+        await recent.stop()
+      }
+    })
+  } finally {
+    await app.stop()
+    await database.drop()
+  }
+}
+
+interface MixedSetup {
+  chatIds: string[]
+  history: string
+  people: Person[]
+  authors: Map<string, Person>
+  recent: RecentMessages
+}
+
+function perKind<T>(make: () => T): Record<Kind, T> {
+  return { send: make(), react: make(), edit: make() }
+}
+
+interface MixedRun {
+  e2e: number
+  nodeUs: number
+  pgUs: number
+  p50: number
+  p99: number
+}
+
+/**
+ * One closed-loop run of a workload, measured as P1 measures: commands per
+ * second from the first post until the read model shows the last one, CPU
+ * per command, answers by kind.
+ */
+async function measureMixed(server: BenchServer, app: Child<{ url: string }>, pool: pg.Pool, label: string, workload: ReturnType<typeof mixedCommands>, durationMs: number): Promise<MixedRun> {
+  const answers = perKind(() => ({ latencies: new Samples(), statuses: {} as Record<number, number> }))
+  const before = await count(pool, 'select coalesce(sum(version), 0) as n from streams')
+  await projected(pool, before)
+  const made0 = { ...workload.counts }
+  const cpu0 = await cpuOfChild(server, app)
+  const started = nowMs()
+  const result = await closedLoop(app.ready.url, {
+    connections: SIZES.p1Connections,
+    durationMs,
+    next: workload.next,
+    answered: (spec: MixedSpec, status: number, ms: number) => {
+      const answer = answers[spec.kind]
+      answer.latencies.push(ms)
+      answer.statuses[status] = (answer.statuses[status] ?? 0) + 1
+    },
+  })
+  // What the run appended, one event per command (an accepted command answers 200 to htmx, whatever its kind).
+  const appended = (await count(pool, 'select coalesce(sum(version), 0) as n from streams')) - before
+  const done = await projected(pool, before + appended)
+  const cpu1 = await cpuOfChild(server, app)
+  if (appended !== (result.statuses[200] ?? 0)) notes.push(`P1M ${label}: ${appended} events appended for ${result.statuses[200] ?? 0} commands accepted`)
+  const run = { e2e: (appended / (done - started)) * 1000, nodeUs: ((cpu1.node - cpu0.node) * 1000) / appended, pgUs: ((cpu1.pg - cpu0.pg) * 1000) / appended, p50: result.p50, p99: result.p99 }
+  const made = KINDS.filter((kind) => workload.counts[kind] > made0[kind]).map((kind) => `${fmt(workload.counts[kind] - made0[kind])} ${KIND_NAMES[kind]}`)
+  const byKind = KINDS.filter((kind) => answers[kind].latencies.length > 0).map((kind) => {
+    const sorted = answers[kind].latencies.sorted()
+    return `${KIND_NAMES[kind]} ${ms(percentile(sorted, 50))} / ${ms(percentile(sorted, 99))}`
+  })
+  for (const kind of KINDS) {
+    const refused = Object.entries(answers[kind].statuses).filter(([status]) => status !== '200')
+    if (refused.length > 0) notes.push(`P1M ${label}: ${KIND_NAMES[kind]} answered ${JSON.stringify(Object.fromEntries(refused))}`)
+  }
+  if (result.errors > 0) notes.push(`P1M ${label}: ${result.errors} requests failed`)
+  console.log(`    ${label}: ${fmt(result.rps)} answered/s, ${fmt(run.e2e)} projected/s (${made.join(', ')}), p50 ${ms(run.p50)}, p99 ${ms(run.p99)}; p50 / p99 by kind: ${byKind.join(', ')}; CPU per command: node ${fmt(run.nodeUs)} µs, postgres ${fmt(run.pgUs)} µs`)
+  return run
+}
+
+async function mixedThroughput(server: BenchServer, app: Child<{ url: string }>, pool: pg.Pool, { chatIds, history, people, authors, recent }: MixedSetup): Promise<void> {
+  console.log(`P1M mixed throughput: ${SIZES.p1Connections} connections, ${fmt(people.length)} people, ${SIZES.p1Seconds} s per workload, ${ROUNDS} round(s); control: the same people sending only, in the same chats`)
+  const mix = mixedCommands({ chatIds, people, authors, recent, json: false })
+  const sends = mixedCommands({ chatIds, people, authors, recent, json: false, sendsOnly: true })
+  // Warm-up: loads each chat's state from the tail of its long stream, and gives people messages of their own to edit.
+  await closedLoop(app.ready.url, { connections: SIZES.p1Connections, durationMs: SIZES.warmupSeconds * 1000, next: mix.next })
+  const mixRuns: MixedRun[] = []
+  const sendRuns: MixedRun[] = []
+  for (let round = 0; round < ROUNDS; round++) {
+    sendRuns.push(await measureMixed(server, app, pool, `sends only, round ${round + 1}`, sends, SIZES.p1Seconds * 1000))
+    mixRuns.push(await measureMixed(server, app, pool, `mixed, round ${round + 1}`, mix, SIZES.p1Seconds * 1000))
+  }
+  const rps = median(mixRuns.map((run) => run.e2e))
+  const sendRps = median(sendRuns.map((run) => run.e2e))
+  const cpu = (runs: MixedRun[]) => `${fmt(median(runs.map((run) => run.nodeUs)))} + ${fmt(median(runs.map((run) => run.pgUs)))} µs`
+  const p1 = sameRun.p1
+  const beside = (value: (p1: NonNullable<typeof sameRun.p1>) => string) => (p1 ? `${value(p1)} (P1)` : '– (P1 not run)')
+  report({ id: 'P1M', figure: `mixed 70/20/10 in ${history}: throughput, end to end (commands/s)`, app: fmt(rps), baseline: beside((p1) => fmt(p1.rps)), ratio: p1 ? ratio(rps / p1.rps) : '', target: '' })
+  report({ id: 'P1M', figure: 'control: sends only, same chats and people (msg/s)', app: fmt(sendRps), baseline: beside((p1) => fmt(p1.rps)), ratio: p1 ? ratio(sendRps / p1.rps) : '', target: '' })
+  report({ id: 'P1M', figure: 'CPU per command, mixed / sends only: node + postgres', app: `${cpu(mixRuns)} / ${cpu(sendRuns)}`, baseline: beside((p1) => `${fmt(p1.nodeUs)} + ${fmt(p1.pgUs)} µs`), ratio: '', target: '' })
+  report({ id: 'P1M', figure: 'POST latency p50 / p99 under the mixed load', app: `${ms(median(mixRuns.map((run) => run.p50)))} / ${ms(median(mixRuns.map((run) => run.p99)))}`, baseline: beside((p1) => `${ms(p1.p50)} / ${ms(p1.p99)}`), ratio: '', target: '' })
+}
+
+interface Latency {
+  count: number
+  versions: number
+  missing: number
+  p50: number
+  p99: number
+  max: number
+}
+
+/**
+ * One open-loop run at P2's rate with the subscribers already connected:
+ * POST → frame latency of every version the run made, per subscriber.
+ */
+async function measureMixedLatency(app: Child<{ url: string }>, pool: pg.Pool, clients: Child<unknown>, label: string, workload: ReturnType<typeof mixedCommands>, perChat: number): Promise<Latency> {
+  // JSON answers carry each command's version, which is its frame's id. A
+  // frame of an edit or a reaction shows the message's text, so it cannot
+  // carry the send time the way P2's messages do.
+  let stamps = perKind(() => ({}) as Record<string, number>)
+  const refused: Record<string, number> = {}
+  const load = {
+    rate: SIZES.p2Rate,
+    connections: 32,
+    next: workload.next,
+    readBody: true,
+    answered: (spec: MixedSpec, status: number, _ms: number, body: string | undefined) => {
+      if (status === 200 || status === 201) stamps[spec.kind][`${spec.chatId} ${(JSON.parse(body!) as { version: number }).version}`] = spec.stamp
+      else refused[`${spec.kind} ${status}`] = (refused[`${spec.kind} ${status}`] ?? 0) + 1
+    },
+  }
+  await openLoop(app.ready.url, { ...load, durationMs: SIZES.warmupSeconds * 1000 })
+  await projected(pool, await count(pool, 'select coalesce(sum(version), 0) as n from streams'))
+  await sleep(500)
+  await clients.ask({ type: 'track', on: true })
+  stamps = perKind(() => ({}))
+  for (const key of Object.keys(refused)) delete refused[key]
+  const started = performance.now()
+  const sent = await openLoop(app.ready.url, { ...load, durationMs: SIZES.p2Seconds * 1000 })
+  // Past the run's length only when answers lag behind the posts: the app could not keep up with the rate.
+  const drainedMs = performance.now() - started - SIZES.p2Seconds * 1000
+  // Edits and reactions reach subscribers once projected: wait for that, then for the last frames.
+  await projected(pool, await count(pool, 'select coalesce(sum(version), 0) as n from streams'))
+  await sleep(500)
+  const all = await clients.ask<Latency>({ type: 'latenciesFor', stamps: Object.assign({}, ...KINDS.map((kind) => stamps[kind])) })
+  const byKind: string[] = []
+  for (const kind of KINDS) {
+    if (Object.keys(stamps[kind]).length === 0) continue
+    const latency = await clients.ask<Latency>({ type: 'latenciesFor', stamps: stamps[kind] })
+    byKind.push(`${KIND_NAMES[kind]} (${fmt(latency.versions)}) ${ms(latency.p50)} / ${ms(latency.p99)} / ${ms(latency.max)}`)
+  }
+  await clients.ask({ type: 'track', on: false })
+  if (all.count !== all.versions * perChat) notes.push(`P2M ${label}: ${all.count} deliveries seen, ${all.versions * perChat} expected (${all.missing} versions reached no subscriber)`)
+  if (Object.keys(refused).length > 0 || sent.errors > 0) notes.push(`P2M ${label}: refused ${JSON.stringify(refused)}, errors ${sent.errors}`)
+  if (drainedMs > 1000) notes.push(`P2M ${label}: the last answers came ${fmt(drainedMs / 1000, 1)} s after the last post: the app did not keep up with ${SIZES.p2Rate} commands/s, so the latencies are mostly queueing`)
+  console.log(`    ${label}: ${sent.sent} posts (${JSON.stringify(sent.statuses)}), last answer ${ms(Math.max(0, drainedMs))} after the last post, ${all.count} deliveries; p50 / p99 / max: ${byKind.join(', ')}`)
+  return all
+}
+
+async function mixedLatency(app: Child<{ url: string }>, pool: pg.Pool, { chatIds, history, people, authors, recent }: MixedSetup): Promise<void> {
+  const perChat = SIZES.mixedSubscribersPerChat
+  console.log(`P2M mixed delivery latency: ${SIZES.p2Rate} commands/s over ${chatIds.length} chats, ${perChat * chatIds.length} subscribers (${perChat} per chat), ${fmt(people.length)} people, ${SIZES.p2Seconds} s per workload; control: sends only`)
+  const clients = await startChild('sse-clients.ts')
+  try {
+    const urls = chatIds.map((chatId) => `${app.ready.url}/chats/${chatId}/events`)
+    const opened = await clients.ask<{ connected: number; failed: number }>({ type: 'open', urls, count: perChat * chatIds.length, addresses: 10, concurrency: 50 })
+    if (opened.failed > 0) notes.push(`P2M: ${opened.failed} subscribers failed to connect`)
+    const sends = await measureMixedLatency(app, pool, clients, 'sends only', mixedCommands({ chatIds, people, authors, recent, json: true, sendsOnly: true }), perChat)
+    const mixed = await measureMixedLatency(app, pool, clients, 'mixed', mixedCommands({ chatIds, people, authors, recent, json: true }), perChat)
+    const p2 = sameRun.p2
+    const figures = (latency: { p50: number; p99: number; max: number }) => `${ms(latency.p50)} / ${ms(latency.p99)} / ${ms(latency.max)}`
+    const beside = p2 ? `${figures(p2)} (P2)` : '– (P2 not run)'
+    report({ id: 'P2M', figure: `mixed 70/20/10 in ${history}: POST → SSE subscriber p50 / p99 / max`, app: figures(mixed), baseline: beside, ratio: p2 ? `p99 ${ratio(mixed.p99 / p2.p99)}` : '', target: '' })
+    report({ id: 'P2M', figure: 'control: sends only, same chats (JSON posts)', app: figures(sends), baseline: beside, ratio: p2 ? `p99 ${ratio(sends.p99 / p2.p99)}` : '', target: '' })
+  } finally {
+    await clients.stop()
   }
 }
 
@@ -498,6 +758,7 @@ const server = await benchServer(ROOT)
 try {
   if (wanted('P1')) await p1(server)
   if (wanted('P2')) await p2(server)
+  if (wanted('P1M') || wanted('P2M')) await mixed(server)
   if (wanted('P3')) await p3(server)
   if (wanted('P4')) await p4(server)
   if (wanted('P5')) await p5(server)

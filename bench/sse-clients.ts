@@ -4,7 +4,11 @@
  * address has about 28k ephemeral ports, and this keeps well clear of that).
  *
  * Every event's arrival is compared with the send time the poster wrote into
- * the message (`t=<ms>`), on the clock that all processes share.
+ * the message (`t=<ms>`), on the clock that all processes share. Frames
+ * that carry no such stamp (an edit or a reaction shows the message's text,
+ * not the time of the command) are matched by their chat and `id:` instead,
+ * once `track` is on: the poster learns each command's version from its
+ * answer and sends the stamps of those versions (`latenciesFor`).
  */
 import http from 'node:http'
 import { serveParent } from './lib/processes.js'
@@ -22,8 +26,22 @@ const deliveries = new Map<string, Delivery>()
 let connected = 0
 let waiters: { id: string; expected: number; resolve: (d: Delivery) => void }[] = []
 const STAMP = /t=(\d+(?:\.\d+)?)/
+const FRAME_ID = /^id: (\d+)$/m
+const CHAT_OF_URL = /\/chats\/([^/?]+)\/events/
+/** Arrival times of every frame by `<chatId> <id>`, while tracking. */
+let tracking = false
+let arrivals = new Map<string, number[]>()
 
-function onEvent(text: string, at: number): void {
+function onEvent(text: string, at: number, chatId: string): void {
+  if (tracking) {
+    const id = FRAME_ID.exec(text)
+    if (id) {
+      const key = `${chatId} ${id[1]}`
+      const list = arrivals.get(key)
+      if (list) list.push(at)
+      else arrivals.set(key, [at])
+    }
+  }
   const match = STAMP.exec(text)
   if (!match) return
   const stamp = Number(match[1])
@@ -43,6 +61,7 @@ function onEvent(text: string, at: number): void {
 }
 
 function open(url: string, localAddress: string): Promise<boolean> {
+  const chatId = CHAT_OF_URL.exec(url)?.[1] ?? ''
   return new Promise((resolve) => {
     const request = http.get(url, { agent: false, localAddress, headers: { accept: 'text/event-stream' } }, (res) => {
       if (res.statusCode !== 200) {
@@ -57,7 +76,7 @@ function open(url: string, localAddress: string): Promise<boolean> {
         buffer += chunk
         let end: number
         while ((end = buffer.indexOf('\n\n')) >= 0) {
-          onEvent(buffer.slice(0, end), at)
+          onEvent(buffer.slice(0, end), at, chatId)
           buffer = buffer.slice(end + 2)
         }
         if (first) {
@@ -119,6 +138,33 @@ serveParent(
       latencies = new Samples()
       deliveries.clear()
       return { count: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted[sorted.length - 1] ?? NaN }
+    },
+    /** Starts (or stops) recording every frame's arrival by chat and id, from empty. */
+    track(message) {
+      tracking = Boolean(message.on)
+      arrivals = new Map()
+      return {}
+    },
+    /**
+     * Latencies of the frames of the versions in `stamps` (`"<chatId> <version>": send time`),
+     * one per subscriber that got the frame (what was recorded stays until `track` again).
+     */
+    latenciesFor(message) {
+      const stamps = message.stamps as Record<string, number>
+      const samples = new Samples()
+      let versions = 0
+      let missing = 0
+      for (const [key, stamp] of Object.entries(stamps)) {
+        versions++
+        const list = arrivals.get(key)
+        if (!list) {
+          missing++
+          continue
+        }
+        for (const at of list) samples.push(at - stamp)
+      }
+      const sorted = samples.sorted()
+      return { count: sorted.length, versions, missing, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted[sorted.length - 1] ?? NaN }
     },
     status: () => ({ connected }),
     closeAll() {

@@ -25,8 +25,20 @@ export interface RequestSpec {
   body?: string
 }
 
+/**
+ * What a caller may observe of each answer: its status, how long it took, and
+ * (when `readBody` is set) its text, e.g. the version a JSON answer carries.
+ */
+export interface AnswerHooks<Spec extends RequestSpec> {
+  readBody?: boolean
+  answered?: (spec: Spec, status: number, ms: number, body: string | undefined) => void
+}
+
 /** `connections` workers, each sending its next request as soon as the previous answer is read, for `durationMs`. */
-export async function closedLoop(origin: string, { connections, durationMs, next }: { connections: number; durationMs: number; next: (i: number) => RequestSpec }): Promise<LoadResult> {
+export async function closedLoop<Spec extends RequestSpec>(
+  origin: string,
+  { connections, durationMs, next, readBody, answered }: { connections: number; durationMs: number; next: (i: number) => Spec } & AnswerHooks<Spec>,
+): Promise<LoadResult> {
   const pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 30_000 })
   const latencies = new Samples()
   const statuses: Record<number, number> = {}
@@ -40,9 +52,11 @@ export async function closedLoop(origin: string, { connections, durationMs, next
       const t0 = performance.now()
       try {
         const { statusCode, body } = await pool.request({ ...spec, headers: spec.headers ?? {} })
-        await body.dump()
-        latencies.push(performance.now() - t0)
+        const text = readBody ? await body.text() : (await body.dump(), undefined)
+        const ms = performance.now() - t0
+        latencies.push(ms)
         statuses[statusCode] = (statuses[statusCode] ?? 0) + 1
+        answered?.(spec, statusCode, ms, text)
       } catch {
         errors++
       }
@@ -56,7 +70,10 @@ export async function closedLoop(origin: string, { connections, durationMs, next
 }
 
 /** Open loop: `rate` requests per second whatever the answers take, for `durationMs`. */
-export async function openLoop(origin: string, { rate, durationMs, connections, next }: { rate: number; durationMs: number; connections: number; next: (i: number) => RequestSpec }): Promise<{ sent: number; statuses: Record<number, number>; errors: number }> {
+export async function openLoop<Spec extends RequestSpec>(
+  origin: string,
+  { rate, durationMs, connections, next, readBody, answered }: { rate: number; durationMs: number; connections: number; next: (i: number) => Spec } & AnswerHooks<Spec>,
+): Promise<{ sent: number; statuses: Record<number, number>; errors: number }> {
   const pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 30_000 })
   const statuses: Record<number, number> = {}
   let errors = 0
@@ -69,11 +86,13 @@ export async function openLoop(origin: string, { rate, durationMs, connections, 
     const due = Math.floor((elapsed * rate) / 1000)
     while (sent < due) {
       const spec = next(sent++)
+      const t0 = performance.now()
       const request: Promise<void> = pool
         .request({ ...spec, headers: spec.headers ?? {} })
         .then(async ({ statusCode, body }) => {
-          await body.dump()
+          const text = readBody ? await body.text() : (await body.dump(), undefined)
           statuses[statusCode] = (statuses[statusCode] ?? 0) + 1
+          answered?.(spec, statusCode, performance.now() - t0, text)
         })
         .catch(() => void errors++)
         .finally(() => inFlight.delete(request))
