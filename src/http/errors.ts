@@ -55,6 +55,13 @@ export function errorHandler({ onError }: { onError: (error: unknown, req: Reque
     res.status(described.status).set(described.headers)
     if (wantsJson(req)) return res.json({ error: described.message })
     const locals = { title: titleFor(described.status), status: described.status, message: described.message }
+    if (req.get('hx-request') && isComposerPost(req)) {
+      // Whatever refused the post (a body too large, another site, the
+      // database away, too many posts from this address), the composer stays
+      // with its text: only its note below the textarea becomes the reason.
+      res.set({ 'HX-Retarget': '#composer-note', 'HX-Reswap': 'outerHTML' })
+      return res.render('partials/_composer-note', locals)
+    }
     // A page that cannot be rendered (an error before the page's locals were
     // set) answers in plain text: Express's fallback would show the stack.
     res.render(req.get('hx-request') ? 'partials/_error' : 'error', locals, (renderError: Error | null, html?: string) => {
@@ -63,6 +70,11 @@ export function errorHandler({ onError }: { onError: (error: unknown, req: Reque
       res.type('text').send(`${described.message}\n`)
     })
   }
+}
+
+/** POST /chats/:chatId/messages, as the composer sends it. */
+function isComposerPost(req: Request): boolean {
+  return req.method === 'POST' && /^\/chats\/[^/]+\/messages\/?$/.test(req.path)
 }
 
 function titleFor(status: number): string {

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test'
 import type { Browser } from 'playwright-core'
 import request from 'supertest'
 import { RATE_LIMIT } from '../../src/chat/chat.js'
+import { HttpError } from '../../src/http/errors.js'
 import { contextsPerTest, joinChat, launchChromium, messageIds, openPage, screenshot, send, waitForMessage, waitUntilLive, type ChatPage } from '../support/browser.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
@@ -140,7 +141,7 @@ describe('chatting in the browser', () => {
     for (let i = 0; i < RATE_LIMIT; i++) await apiPost('too-fast', `burst ${i}`, cookie)
     await ada.page.locator('#content').click()
     await send(ada.page, 'one more\nwith two lines')
-    const error = ada.page.locator('#composer-error')
+    const error = ada.page.locator('#composer-note.error')
     await error.waitFor()
     assert.match(await error.innerText(), /too fast|slow down|wait/i)
     assert.equal(await ada.page.inputValue('#content'), 'one more\nwith two lines')
@@ -148,6 +149,64 @@ describe('chatting in the browser', () => {
     await screenshot(ada.page, 'composer-error')
     // A console error for the 429 response is Chromium's own network log line, not a page problem.
     assert.deepEqual(ada.problems.filter((line) => !/status of 429/.test(line)), [])
+  })
+
+  test('a 4,000-character Cyrillic message goes through; answers 413, 403 and 503 keep the composer and its text, with the reason', async () => {
+    const ada = await person('Ada', 'any-answer')
+    const handle = node.chats.handle.bind(node.chats)
+    const cyrillic = 'Ж'.repeat(4000)
+    await ada.page.locator('#content').fill(cyrillic)
+    await ada.page.locator('#content').press('Enter')
+    await waitForMessage(ada.page, 'any-answer', 1)
+    assert.equal(await ada.page.locator('#message-any-answer-1 .content').innerText(), cyrillic, 'every message the rules allow fits, in any script')
+
+    const refusals: { name: string; status: number; says: RegExp; provoke: () => Promise<void>; undo?: () => Promise<void> }[] = [
+      // Far beyond any message the rules allow: the body limit answers before anything reads it.
+      { name: 'a body too large', status: 413, says: /too large/, provoke: async () => {} },
+      {
+        // Chromium sets Sec-Fetch-Site itself, so a page cannot forge a cross-site post; the refusal is injected
+        // where the server would raise it, and answered by the same error path (the HTTP tests post cross-site for real).
+        name: 'a refusal (403)',
+        status: 403,
+        says: /another site/,
+        provoke: async () => {
+          node.chats.handle = () => Promise.reject(new HttpError(403, 'This request came from another site, so it was refused. Post from the Live Tea page itself.'))
+        },
+        undo: async () => {
+          node.chats.handle = handle
+        },
+      },
+      {
+        name: 'the database being away',
+        status: 503,
+        says: /unreachable|nothing was saved/,
+        // Fault injection at the write side: the server answers what it answers when its database cannot be reached.
+        provoke: async () => {
+          node.chats.handle = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }))
+        },
+        undo: async () => {
+          node.chats.handle = handle
+        },
+      },
+    ]
+    for (const { name, status, says, provoke, undo } of refusals) {
+      const typed = status === 413 ? 'Щ'.repeat(60_000) : `kept through a ${status}\nsecond line`
+      await provoke()
+      await ada.page.locator('#content').fill(typed)
+      const [answer] = await Promise.all([ada.page.waitForResponse((res) => res.request().method() === 'POST' && res.url().endsWith('/messages')), ada.page.locator('#content').press('Enter')])
+      assert.equal(answer.status(), status, name)
+      const note = ada.page.locator('#composer-note.error')
+      await note.waitFor()
+      assert.match(await note.innerText(), says, name)
+      assert.equal(await ada.page.inputValue('#content'), typed, `${name}: the text is kept`)
+      assert.equal(await ada.page.locator('#composer').count(), 1, `${name}: the composer is still there`)
+      await undo?.()
+    }
+    // And the same composer sends once the cause is gone.
+    await ada.page.locator('#content').fill('after all that')
+    await ada.page.locator('#content').press('Enter')
+    await waitForMessage(ada.page, 'any-answer', 2)
+    assert.deepEqual(ada.problems.filter((line) => !/status of (413|403|503)/.test(line)), [])
   })
 
   test('"Load older" fetches the previous 50 in place, in order', async () => {

@@ -326,3 +326,29 @@ describe('methods on the event stream', () => {
     })
   }
 })
+
+describe('every answer to a composer post keeps the composer', () => {
+  const composerPost = () => request(node.url).post('/chats/composer-answers/messages').set('hx-request', 'true').type('form')
+  const refusals: { name: string; send: () => request.Test; status: number; says: RegExp }[] = [
+    { name: 'a body over the limit', send: () => composerPost().send({ content: 'x'.repeat(BODY_LIMIT + 10) }), status: 413, says: /too large/ },
+    { name: 'a cross-site post', send: () => composerPost().set('sec-fetch-site', 'cross-site').send({ content: 'forged' }), status: 403, says: /another site/ },
+    { name: 'a wrong content type', send: () => request(node.url).post('/chats/composer-answers/messages').set('hx-request', 'true').set('content-type', 'text/csv').send('a,b'), status: 415, says: /form|JSON/ },
+  ]
+  for (const { name, send, status, says } of refusals) {
+    test(`${name} (${status}) replaces only the composer's note with the reason, so the typed text stays`, async () => {
+      const res = await send().expect(status)
+      assert.equal(res.headers['hx-retarget'], '#composer-note')
+      assert.equal(res.headers['hx-reswap'], 'outerHTML')
+      assert.match(res.text, /^<p class="error" id="composer-note" role="alert">/)
+      assert.match(res.text, says)
+      assert.doesNotMatch(res.text, /<form|<textarea/, 'not a composer of its own: the one on the page keeps its text')
+    })
+  }
+
+  test('a rule the message breaks (422) still answers the whole composer with the text as typed', async () => {
+    const res = await request(node.url).post('/chats/composer-answers/messages').set('hx-request', 'true').type('form').send({ content: '   ', commandId: 'keep' }).expect(422)
+    assert.equal(res.headers['hx-retarget'], undefined)
+    assert.match(res.text, /<form id="composer"/)
+    assert.match(res.text, /id="composer-note" role="alert">Write something first/)
+  })
+})
