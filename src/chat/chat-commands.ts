@@ -24,7 +24,7 @@ export const streamIdOf = (chatId: string) => `chat-${chatId}`
 /** The write side of every chat: one group-commit handler for all chat commands. */
 export type ChatHandler = CommandHandler<ChatCommand, ChatEvent, Chat>
 
-export type ChatHandlerProps = Pick<CommandHandlerProps<ChatCommand, ChatEvent, Chat>, 'db' | 'onAppended' | 'onOutcome' | 'cacheSize' | 'maxBatch' | 'maxConcurrentBatches'>
+export type ChatHandlerProps = Pick<CommandHandlerProps<ChatCommand, ChatEvent, Chat>, 'db' | 'onAppended' | 'onOutcome' | 'cacheSize' | 'maxBatch' | 'maxConcurrentBatches' | 'maxQueued' | 'maxWaitMs'>
 
 export function chatHandler(props: ChatHandlerProps): ChatHandler {
   return new CommandHandler({

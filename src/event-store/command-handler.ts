@@ -33,7 +33,20 @@ export interface StateLoader<Command, State> {
   load(tx: Tx, requests: LoadRequest<Command, State>[], now: Date): Promise<Map<string, State>>
 }
 
-export type Outcome = 'accepted' | 'duplicate' | 'rejected' | 'conflict' | 'failed'
+export type Outcome = 'accepted' | 'duplicate' | 'rejected' | 'conflict' | 'failed' | 'shed'
+
+/**
+ * More work than the node can do in time: the command was not started and
+ * nothing was appended. Answered 503 with Retry-After, so clients back off
+ * instead of every command waiting seconds in a queue without end.
+ */
+export class Overloaded extends Error {
+  readonly status = 503
+  constructor(readonly retryAfterSeconds: number) {
+    super(`The server is too busy to take this right now, so nothing was saved. Try again in ${retryAfterSeconds} s.`)
+    this.name = 'Overloaded'
+  }
+}
 
 export interface CommandHandlerProps<Command, Event extends NewEvent, State extends { version: number }> {
   db: DB
@@ -55,10 +68,16 @@ export interface CommandHandlerProps<Command, Event extends NewEvent, State exte
   cacheSize?: number
   maxBatch?: number
   maxConcurrentBatches?: number
+  /** Commands waiting beyond this many are shed at once (503). */
+  maxQueued?: number
+  /** A command that waited this long without starting is shed (503): by then its client is better off retrying. */
+  maxWaitMs?: number
 }
 
 interface Job<Command> {
   command: Command
+  /** When it was queued (performance.now()), for shedding what waited too long. */
+  queuedAt: number
   attempts: number
   /** Set after a shared transaction failed: run alone so one bad command cannot sink others. */
   solo: boolean
@@ -93,6 +112,8 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   private readonly onOutcome: (outcome: Outcome) => void
   private readonly maxBatch: number
   private readonly maxConcurrentBatches: number
+  private readonly maxQueued: number
+  private readonly maxWaitMs: number
   private queue: Job<Command>[] = []
   private running = 0
   private idleWaiters: (() => void)[] = []
@@ -104,6 +125,8 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     this.onOutcome = props.onOutcome ?? (() => {})
     this.maxBatch = props.maxBatch ?? 200
     this.maxConcurrentBatches = props.maxConcurrentBatches ?? 4
+    this.maxQueued = props.maxQueued ?? 2_000
+    this.maxWaitMs = props.maxWaitMs ?? 2_000
   }
 
   /** Resolves once the command's events are durable (or were already); rejects with the rejection when the rules refuse it. */
@@ -116,8 +139,12 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
       this.onOutcome('rejected')
       return Promise.reject(invalid)
     }
+    if (this.queue.length >= this.maxQueued) {
+      this.onOutcome('shed')
+      return Promise.reject(new Overloaded(1))
+    }
     return new Promise((resolve, reject) => {
-      this.queue.push({ command, attempts: 0, solo: false, resolve, reject })
+      this.queue.push({ command, queuedAt: performance.now(), attempts: 0, solo: false, resolve, reject })
       this.pump()
     })
   }
@@ -136,6 +163,7 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   private pump(): void {
     while (this.running < this.maxConcurrentBatches && this.queue.length > 0) {
       const batch = this.takeBatch()
+      if (batch.length === 0) break
       this.running++
       this.run(batch).finally(() => {
         this.running--
@@ -146,6 +174,8 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   }
 
   private takeBatch(): Job<Command>[] {
+    this.shedStale()
+    if (this.queue.length === 0) return []
     const first = this.queue[0]!
     if (first.solo) return this.queue.splice(0, 1)
     const batch: Job<Command>[] = []
@@ -153,6 +183,25 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     for (const job of this.queue) (batch.length < this.maxBatch && !job.solo ? batch : rest).push(job)
     this.queue = rest
     return batch
+  }
+
+  /**
+   * Sheds what waited too long to start: under a load above what the node
+   * sustains, answering those at once keeps the latency of what is accepted
+   * near normal instead of making everyone wait. Retries (attempts > 0) are
+   * under way and are never shed.
+   */
+  private shedStale(): void {
+    const horizon = performance.now() - this.maxWaitMs
+    if (this.queue.length === 0 || this.queue[0]!.queuedAt > horizon) return
+    const kept: Job<Command>[] = []
+    for (const job of this.queue) {
+      if (job.queuedAt <= horizon && job.attempts === 0 && !job.solo) {
+        this.onOutcome('shed')
+        job.reject(new Overloaded(Math.max(1, Math.ceil(this.maxWaitMs / 1000))))
+      } else kept.push(job)
+    }
+    this.queue = kept
   }
 
   private async run(jobs: Job<Command>[]): Promise<void> {

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from 'express'
 import { Rejection } from '../chat/chat.js'
 import { ConcurrencyConflict } from '../event-store/event-store.js'
+import { Overloaded } from '../event-store/command-handler.js'
 
 /** An error that knows its HTTP answer. */
 export class HttpError extends Error {
@@ -30,6 +31,7 @@ export function describeError(error: unknown): HttpError {
   if (error instanceof Rejection) {
     return new HttpError(error.status, error.message, error.retryAfterSeconds ? { 'Retry-After': String(error.retryAfterSeconds) } : {})
   }
+  if (error instanceof Overloaded) return new HttpError(503, error.message, { 'Retry-After': String(error.retryAfterSeconds) })
   if (error instanceof ConcurrencyConflict) return new HttpError(409, 'The chat changed while your message was being saved. Please send it again.')
   const e = error as { type?: string; status?: number; limit?: number }
   if (e?.type === 'entity.too.large') return new HttpError(413, `That request is too large (the limit is ${Math.round((e.limit ?? 16384) / 1024)} KB).`)

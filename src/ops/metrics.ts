@@ -27,7 +27,7 @@ export interface MetricsSources {
 /** The route whose request durations are the command latency on the dashboard. */
 export const COMMAND_ROUTE = 'POST /chats/:chatId/messages'
 
-const OUTCOMES: Outcome[] = ['accepted', 'duplicate', 'rejected', 'conflict', 'failed']
+const OUTCOMES: Outcome[] = ['accepted', 'duplicate', 'rejected', 'conflict', 'failed', 'shed']
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
 
 /**
@@ -73,7 +73,7 @@ export class NodeMetrics {
   })
   private readonly commands = new Counter({
     name: 'live_tea_commands_total',
-    help: 'SendMessage outcomes: accepted, duplicate (a repeated commandId), rejected (by a domain rule), conflict (retried after a concurrent write), failed.',
+    help: 'Chat command outcomes: accepted, duplicate (a repeated commandId), rejected (by a domain rule), conflict (retried after a concurrent write), failed, shed (refused with 503 under overload, nothing appended).',
     labelNames: ['outcome'] as const,
     registers: [this.own],
   })

@@ -6,6 +6,7 @@ import request from 'supertest'
 import { BODY_LIMIT } from '../../src/app.js'
 import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
 import { chatHandler } from '../../src/chat/chat-commands.js'
+import { Overloaded } from '../../src/event-store/command-handler.js'
 import { readStream } from '../../src/event-store/event-store.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
@@ -232,5 +233,42 @@ describe('events table', () => {
       sql`insert into events (stream_id, stream_version, event_id, event_type, data) values ('chat-unique', 1, gen_random_uuid(), 'MessageSent', '{}')`.execute(node.db),
       /events_pkey/,
     )
+  })
+})
+
+describe('under more load than the node sustains', () => {
+  test('commands past the bounded queue are shed with 503 at once, nothing appended for them, and what is accepted still commits', async () => {
+    let shed = 0
+    const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1, maxBatch: 5, maxQueued: 20, onOutcome: (outcome) => outcome === 'shed' && shed++ })
+    const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => handler.handle(command('shed-queue', `person-${i}`))))
+    const accepted = results.filter((result) => result.status === 'fulfilled')
+    const refused = results.filter((result): result is PromiseRejectedResult => result.status === 'rejected')
+    assert.ok(refused.length > 0, 'premise: the queue overflowed')
+    for (const { reason } of refused) {
+      assert.equal((reason as { status?: number }).status, 503)
+      assert.ok((reason as { retryAfterSeconds?: number }).retryAfterSeconds! >= 1)
+    }
+    assert.equal(shed, refused.length)
+    assert.equal(await eventCount('shed-queue'), accepted.length, 'exactly the accepted commands are in the log')
+  })
+
+  test('a command that waited too long to start is shed rather than served late', async () => {
+    const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1, maxBatch: 1, maxQueued: 1000, maxWaitMs: 30 })
+    const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => handler.handle(command('shed-wait', `person-${i}`))))
+    const refused = results.filter((result) => result.status === 'rejected')
+    assert.ok(refused.length > 0, 'premise: some waited past 30 ms')
+    assert.equal(await eventCount('shed-wait'), results.length - refused.length)
+  })
+
+  test('POST answers 503 with Retry-After and a readable reason when its command is shed', async () => {
+    const original = node.chats.handle.bind(node.chats)
+    node.chats.handle = () => Promise.reject(new Overloaded(2))
+    try {
+      const res = await request(node.url).post('/chats/shed-http/messages').send({ content: 'too busy?' }).expect(503)
+      assert.equal(res.headers['retry-after'], '2')
+      assert.match(res.body.error, /too busy.*nothing was saved/)
+    } finally {
+      node.chats.handle = original
+    }
   })
 })
