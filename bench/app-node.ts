@@ -16,6 +16,10 @@ const node = await startNode({
   sessionSecret: BENCH_SESSION_SECRET,
   host: '127.0.0.1',
   port: 0,
+  // The load comes from a few local addresses: budgets per client would measure themselves, not the app.
+  maxStreamsPerAddress: 1_000_000,
+  maxConnectionsPerAddress: 1_000_000,
+  newChatsPerMinutePerAddress: 0,
   ...(env.BENCH_POOL_SIZE ? { poolSize: Number(env.BENCH_POOL_SIZE) } : {}),
   log: (level, message, error) => {
     if (level !== 'info') console.error(`[app ${level}] ${message}`, error ?? '')

@@ -40,6 +40,8 @@ export interface AppDeps {
    * stop one script. 0 turns it off (benchmarks, tests that flood).
    */
   postsPerMinutePerAddress?: number
+  /** Chats one client address may start per minute (0 or unset: no limit). */
+  newChatsPerMinutePerAddress?: number
   onError?: (error: unknown, req: Request) => void
   /** One line per request, with its request id; unset: nothing is logged. */
   logger?: Logger
@@ -160,7 +162,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, chats: deps.chats, presence: deps.presence, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, chats: deps.chats, presence: deps.presence, newChatsPerMinutePerAddress: deps.newChatsPerMinutePerAddress ?? 0, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

@@ -10,6 +10,10 @@ export interface Settings {
   port: number
   postsPerMinutePerAddress: number
   maxSubscribers: number
+  /** Budgets per client address: no one address takes what everyone shares. */
+  maxStreamsPerAddress: number
+  maxConnectionsPerAddress: number
+  newChatsPerMinutePerAddress: number
   trustProxy: TrustProxy
   logLevel: string
   /** Only the limits that are set: an absent one keeps its default (a key holding undefined would override it). */
@@ -47,6 +51,9 @@ export function readSettings(env: Env): Settings {
     port: read('PORT', integer(0, 65_535), 3000),
     postsPerMinutePerAddress: read('POSTS_PER_MINUTE_PER_ADDRESS', integer(0), 600),
     maxSubscribers: read('MAX_SUBSCRIBERS', integer(1), 10_000),
+    maxStreamsPerAddress: read('MAX_STREAMS_PER_ADDRESS', integer(1), 20),
+    maxConnectionsPerAddress: read('MAX_CONNECTIONS_PER_ADDRESS', integer(1), 256),
+    newChatsPerMinutePerAddress: read('NEW_CHATS_PER_MINUTE_PER_ADDRESS', integer(0), 20),
     trustProxy: read('TRUST_PROXY', parseTrustProxy, false),
     logLevel: read('LOG_LEVEL', oneOf(LOG_LEVELS), 'info'),
     readiness: {},

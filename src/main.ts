@@ -15,6 +15,9 @@ import { startNode } from './server.js'
  *   DATA_DIR        where the embedded database and generated secret live (default .data)
  *   POSTS_PER_MINUTE_PER_ADDRESS  posts allowed per client address per minute (default 600; 0: off)
  *   MAX_SUBSCRIBERS live streams per process (default 10000)
+ *   MAX_STREAMS_PER_ADDRESS       live streams one client address may hold (default 20)
+ *   MAX_CONNECTIONS_PER_ADDRESS   open connections one client address may hold (default 256; not applied behind a trusted proxy)
+ *   NEW_CHATS_PER_MINUTE_PER_ADDRESS  chats one client address may start per minute (default 20; 0: off)
  *   TRUST_PROXY     Express "trust proxy" (behind a TLS-terminating proxy): true/false, a hop count, or addresses, subnets, loopback
  *   DASHBOARD_TOKEN guards /dashboard and /metrics; unset: they are public
  *   LOG_LEVEL       pino level (default info); JSON lines, pretty in a terminal unless NODE_ENV=production
@@ -70,6 +73,9 @@ async function main(): Promise<void> {
     trustProxy: settings.trustProxy,
     postsPerMinutePerAddress: settings.postsPerMinutePerAddress,
     maxSubscribers: settings.maxSubscribers,
+    maxStreamsPerAddress: settings.maxStreamsPerAddress,
+    maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
+    newChatsPerMinutePerAddress: settings.newChatsPerMinutePerAddress,
     logger,
     dashboardToken: env.DASHBOARD_TOKEN || undefined,
     readiness: settings.readiness,

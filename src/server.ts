@@ -11,6 +11,7 @@ import type { DB } from './db/database.js'
 import { Listener } from './db/listener.js'
 import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
+import { clientAddress, PerClient } from './http/client-address.js'
 import { describeError, HttpError } from './http/errors.js'
 import { toOriginForm } from './http/request-target.js'
 import { messageRenderer, partialRenderer } from './http/views.js'
@@ -33,6 +34,12 @@ export interface NodeProps {
   host?: string
   poolSize?: number
   maxSubscribers?: number
+  /** Live streams one client address may hold (default 20). */
+  maxStreamsPerAddress?: number
+  /** Open connections one client address may hold (default 256); not applied behind a trusted proxy, whose address all clients share. */
+  maxConnectionsPerAddress?: number
+  /** Chats one client address may start per minute (default 20; 0: off). */
+  newChatsPerMinutePerAddress?: number
   trustProxy?: TrustProxy
   /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
   postsPerMinutePerAddress?: number
@@ -179,6 +186,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     sessionSecret: props.sessionSecret,
     trustProxy: props.trustProxy,
     postsPerMinutePerAddress: props.postsPerMinutePerAddress,
+    newChatsPerMinutePerAddress: props.newChatsPerMinutePerAddress ?? 20,
     logger,
     ops: { metrics, sampler, readiness: () => checkReadiness(db, projector.name, readinessLimits) },
     dashboardToken: props.dashboardToken,
@@ -188,7 +196,14 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
     },
   })
-  const streams = eventsRoute({ hub, presence, sessionSecret: props.sessionSecret, renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }) })
+  const streams = eventsRoute({
+    hub,
+    presence,
+    sessionSecret: props.sessionSecret,
+    renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }),
+    clientOf: clientAddress(props.trustProxy),
+    maxStreamsPerAddress: props.maxStreamsPerAddress ?? 20,
+  })
   // Express's default final handler would answer with the error's stack
   // outside production; nothing reaches it now, but if something ever does,
   // this answers instead, as plainly as a page that cannot be rendered.
@@ -212,6 +227,21 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       lastResort(req, res, error)
     }
   })
+  // One address cannot hold every socket (each costs a file descriptor, of
+  // which a process has a fixed number). Behind a trusted proxy every client
+  // shares the proxy's address, so the proxy has to enforce this instead.
+  if (!props.trustProxy) {
+    const connections = new PerClient(props.maxConnectionsPerAddress ?? 256)
+    server.on('connection', (socket) => {
+      const address = socket.remoteAddress ?? ''
+      if (!connections.take(address)) {
+        // Answered before reading a request, and closed: a clear refusal rather than a reset.
+        const body = 'Too many connections from your address; close some and try again.\n'
+        return void socket.end(`HTTP/1.1 429 Too Many Requests\r\nRetry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      }
+      socket.once('close', () => connections.give(address))
+    })
+  }
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000
   server.requestTimeout = Math.max(30_000, server.headersTimeout)

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { Router, type NextFunction, type Request, type Response } from 'express'
 import type { DB } from '../db/database.js'
-import { readMessageEvents } from '../event-store/event-store.js'
+import { readMessageEvents, readVersions } from '../event-store/event-store.js'
+import { RateBuckets } from '../http/rate-buckets.js'
 import { HttpError, wantsJson } from '../http/errors.js'
 import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
@@ -18,6 +19,8 @@ export interface ChatRoutesDeps {
   db: DB
   chats: ChatHandler
   presence: Presence
+  /** Chats one client address may start per minute (0: no limit). */
+  newChatsPerMinutePerAddress: number
   projectionWatch: ProjectionWatch
   renderMessage: MessageRenderer
   secureCookies: 'auto' | boolean
@@ -27,7 +30,7 @@ export interface ChatRoutesDeps {
 export const PAGE_SIZE = 50
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, chats, presence, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const latestPages = new LRUCache<string, LatestMessages>({ max: 1_000 })
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
@@ -36,6 +39,8 @@ export function chatRoutes({ db, chats, presence, projectionWatch, renderMessage
   const sendComposer = (res: Response, chatId: string, composer: Composer) => void res.type('html').send(renderComposer({ chatId, composer, nonce: res.locals.nonce }))
   const renderPeople = partialRenderer<People & { chatId: string }>('_people')
   const typingHints = typingLimiter()
+  // Starting a room costs a stream and a row forever: one address may start only so many a minute.
+  const newChats = newChatsPerMinutePerAddress > 0 ? new RateBuckets(newChatsPerMinutePerAddress, newChatsPerMinutePerAddress / 60) : undefined
   const renderEditForm = partialRenderer<{ message: Message; form: Composer; nonce: string }>('_edit-form')
   const metadata = (res: Response) => ({ now: clock(), requestId: res.locals.requestId })
   const person = (res: Response) => ({ personId: res.locals.personId })
@@ -76,6 +81,10 @@ export function chatRoutes({ db, chats, presence, projectionWatch, renderMessage
     const { content, commandId } = textBody(req)
     const command: ChatCommand = { type: 'SendMessage', data: { chatId, ...person(res), sender: res.locals.name, content, commandId }, metadata: metadata(res) }
     try {
+      if (newChats && CHAT_ID_PATTERN.test(chatId) && (await isNewChat(chatId))) {
+        const wait = newChats.take(req.ip ?? '')
+        if (wait > 0) throw new HttpError(429, `Too many new rooms from your address; wait ${wait} s, or post in a room that exists.`, { 'Retry-After': String(wait) })
+      }
       const { version } = await chats.handle(command)
       presence.stoppedTyping(chatId, res.locals.personId)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
@@ -227,6 +236,13 @@ export function chatRoutes({ db, chats, presence, projectionWatch, renderMessage
     return renderMessage(message).replace(/<\/article>$/, `<p class="error" role="alert">${escapeHtml(rejection.message)}</p></article>`)
   }
 
+  /** No event in the chat yet: a post would start it. Known chats answer from memory. */
+  async function isNewChat(chatId: string): Promise<boolean> {
+    if ((projectionWatch.head(chatId) ?? 0) > 0) return false
+    const streamId = streamIdOf(chatId)
+    return ((await readVersions(db, [streamId])).get(streamId) ?? 0) === 0
+  }
+
   async function existingMessage(req: Request): Promise<Message> {
     const { chatId, messageId } = messageParams(req)
     // The live stream shows a message at commit, a moment before the read model has it: someone may click it first.
@@ -313,18 +329,9 @@ function freshComposer(): Composer {
  * to wait, 0 to go ahead. Bounded memory: least recently seen buckets go first.
  */
 function typingLimiter(): (personId: string, address: string) => number {
-  const buckets = new LRUCache<string, { tokens: number; at: number }>({ max: 50_000 })
-  const take = (key: string, burst: number, perSecond: number) => {
-    const now = Date.now()
-    const bucket = buckets.get(key) ?? { tokens: burst, at: now }
-    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond)
-    bucket.at = now
-    buckets.set(key, bucket)
-    if (bucket.tokens < 1) return Math.ceil((1 - bucket.tokens) / perSecond)
-    bucket.tokens -= 1
-    return 0
-  }
-  return (personId, address) => take(`person ${personId}`, 5, 1) || take(`address ${address}`, 60, 10)
+  const people = new RateBuckets(5, 1)
+  const addresses = new RateBuckets(60, 10)
+  return (personId, address) => people.take(personId) || addresses.take(address)
 }
 
 function messageUrl(chatId: string, messageId: number): string {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { HttpError } from '../http/errors.js'
 import { chatIdParam, versionParam } from '../http/params.js'
+import { PerClient } from '../http/client-address.js'
 import { sessionFromCookieHeader } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
 import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
@@ -25,14 +26,28 @@ const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
  * who is counted but not named. `?presence=1` also streams who is here and
  * who is typing, as frames without an id.
  */
-export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hub: Hub; presence: Presence; sessionSecret: string; renderPeople: (chatId: string) => Promise<string> }): (req: IncomingMessage, res: ServerResponse) => boolean {
+export interface EventsRouteProps {
+  hub: Hub
+  presence: Presence
+  sessionSecret: string
+  renderPeople: (chatId: string) => Promise<string>
+  /** The client's address, as Express reads it with the same trust-proxy setting. */
+  clientOf: (req: IncomingMessage) => string
+  /** Open streams one client address may hold (a browser holds one per open chat tab). */
+  maxStreamsPerAddress: number
+}
+
+export function eventsRoute({ hub, presence, sessionSecret, renderPeople, clientOf, maxStreamsPerAddress }: EventsRouteProps): (req: IncomingMessage, res: ServerResponse) => boolean {
   const pageFrames = connectionFrames()
+  // No single address can take the streams everyone shares (MAX_SUBSCRIBERS).
+  const streamsHeld = new PerClient(maxStreamsPerAddress)
   return (req, res) => {
     const match = EVENTS_PATH.exec(req.url ?? '')
     if (!match) return false
     let chatId: string
     let cursor: number | undefined
     let withPresence: boolean
+    const client = clientOf(req)
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'A chat\'s event stream is read with GET (or HEAD for its headers).', { Allow: 'GET, HEAD' })
       chatId = chatIdParam(decode(match[1]!))
@@ -40,6 +55,9 @@ export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hu
       cursor = cursorOf(req, query)
       withPresence = ['1', 'true', 'yes'].includes(query.get('presence') ?? '')
       if (hub.full) throw new HubFullError(5)
+      if (req.method === 'GET' && !streamsHeld.take(client)) {
+        throw new HttpError(429, `Too many live streams from your address (at most ${maxStreamsPerAddress}); close some tabs and try again.`, { 'Retry-After': '10' })
+      }
     } catch (error) {
       if (!(error instanceof HttpError)) throw error
       refuse(req, res, error)
@@ -53,7 +71,7 @@ export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hu
       // Proxies such as nginx would otherwise buffer the stream.
       'X-Accel-Buffering': 'no',
     })
-    // HEAD: the answer GET would start with, and no subscription behind it.
+    // HEAD: the answer GET would start with, and no subscription behind it (nor a stream counted).
     if (req.method === 'HEAD') {
       res.end()
       return true
@@ -71,6 +89,7 @@ export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hu
       renderPeople(chatId).then((html) => !res.writableEnded && res.write(dataFrame(html)), () => {})
     }
     res.once('close', () => {
+      streamsHeld.give(client)
       presence.leave(chatId, here)
       if (withPresence) presence.unwatch(chatId)
     })

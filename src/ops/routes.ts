@@ -1,5 +1,6 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import { Router, type NextFunction, type Request, type Response } from 'express'
+import { PerClient } from '../http/client-address.js'
 import { describeError, HttpError } from '../http/errors.js'
 import type { NodeMetrics } from './metrics.js'
 import type { Readiness } from './readiness.js'
@@ -12,6 +13,8 @@ export interface OpsRoutesDeps {
   /** Unset: /dashboard and /metrics are public (local use). Set: they need it once, then a cookie. */
   dashboardToken: string | undefined
   secureCookies: 'auto' | boolean
+  /** Dashboard streams one client address may hold (default 5): the node's 100 are everyone's. */
+  maxDashboardsPerAddress?: number
 }
 
 export const OPS_COOKIE = 'live_tea_ops'
@@ -55,8 +58,9 @@ export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies 
 }
 
 /** The live operations page and its stream. */
-export function dashboardRoutes({ sampler, dashboardToken, secureCookies }: OpsRoutesDeps): Router {
+export function dashboardRoutes({ sampler, dashboardToken, secureCookies, maxDashboardsPerAddress = 5 }: OpsRoutesDeps): Router {
   const router = Router()
+  const dashboardsHeld = new PerClient(maxDashboardsPerAddress)
   const guard = operatorOnly(dashboardToken, secureCookies)
 
   router.get('/dashboard', guard, (_req, res) => {
@@ -65,6 +69,11 @@ export function dashboardRoutes({ sampler, dashboardToken, secureCookies }: OpsR
 
   router.get('/dashboard/stream', guard, (req, res) => {
     if (sampler.full) throw new HttpError(503, 'Too many dashboards open on this server; try again shortly.', { 'Retry-After': '5' })
+    const client = req.ip ?? ''
+    if (!dashboardsHeld.take(client)) {
+      throw new HttpError(429, `Too many dashboards open from your address (at most ${maxDashboardsPerAddress}); close one and try again.`, { 'Retry-After': '10' })
+    }
+    res.once('close', () => dashboardsHeld.give(client))
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',

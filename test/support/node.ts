@@ -19,6 +19,10 @@ export async function startTestNode(props: Partial<NodeProps> = {}): Promise<Tes
     host: '127.0.0.1',
     port: 0,
     poolSize: 10,
+    // Tests open many streams and chats from one address; the per-address budgets have tests of their own.
+    maxStreamsPerAddress: 10_000,
+    maxConnectionsPerAddress: 10_000,
+    newChatsPerMinutePerAddress: 0,
     log: (level, message, error) => {
       if (process.env.TEST_LOG) console.error(`[node ${level}] ${message}`, error ?? '')
     },

@@ -32,7 +32,7 @@ export async function startProcessNode(databaseUrl: string, port?: number, env: 
   port ??= await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), SESSION_SECRET, NODE_ENV: 'test', POSTS_PER_MINUTE_PER_ADDRESS: '0', ...env },
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), SESSION_SECRET, NODE_ENV: 'test', POSTS_PER_MINUTE_PER_ADDRESS: '0', MAX_STREAMS_PER_ADDRESS: '10000', MAX_CONNECTIONS_PER_ADDRESS: '10000', NEW_CHATS_PER_MINUTE_PER_ADDRESS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''

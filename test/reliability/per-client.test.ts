@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { connect } from 'node:net'
+import { after, before, describe, test } from 'node:test'
+import request from 'supertest'
+import { SseClient } from '../support/sse.js'
+import { startTestNode, type TestNode } from '../support/node.js'
+
+/*
+ * Budgets shared by everyone are taken per client address: one address
+ * cannot take every stream, connection, dashboard or new room.
+ * 127.0.0.1 and 127.0.0.2 are two clients on this machine's loopback.
+ */
+
+let node: TestNode
+before(async () => {
+  node = await startTestNode({ maxStreamsPerAddress: 5, maxConnectionsPerAddress: 40, newChatsPerMinutePerAddress: 3 })
+})
+after(() => node.close())
+
+/** An SSE stream opened from a given local address (another client, as far as the server can tell). */
+function openFrom(localAddress: string, path: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Promise<string>; close(): void }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${node.url}${path}`, { localAddress, agent: false, headers: { accept: 'text/event-stream' } }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => (body += chunk))
+      const ended = new Promise<string>((done) => res.on('close', () => done(body)))
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, body: ended, close: () => req.destroy() })
+    })
+    req.on('error', reject)
+  })
+}
+
+describe('live streams per client address', () => {
+  test('an address gets its 5 streams; the 6th is refused with 429 and Retry-After; another address is not affected; a closed stream frees its place', async () => {
+    const mine = await Promise.all(Array.from({ length: 5 }, (_, i) => openFrom('127.0.0.1', `/chats/budget-${i}/events`)))
+    assert.deepEqual(mine.map((stream) => stream.status), [200, 200, 200, 200, 200])
+    const sixth = await openFrom('127.0.0.1', '/chats/budget-6/events')
+    assert.equal(sixth.status, 429)
+    assert.ok(Number(sixth.headers['retry-after']) >= 1)
+    assert.match(await sixth.body, /Too many live streams from your address/)
+    const theirs = await openFrom('127.0.0.2', '/chats/budget-0/events')
+    assert.equal(theirs.status, 200, 'someone else still gets a stream')
+    theirs.close()
+    mine[0]!.close()
+    for (const deadline = Date.now() + 2_000; ; ) {
+      const again = await openFrom('127.0.0.1', '/chats/budget-7/events')
+      if (again.status === 200) {
+        again.close()
+        break
+      }
+      if (Date.now() > deadline) assert.fail('a closed stream did not free its place')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    for (const stream of mine) stream.close()
+  })
+})
+
+describe('dashboards per client address', () => {
+  test('the 6th dashboard stream of one address is refused with 429', async () => {
+    const open = await Promise.all(Array.from({ length: 5 }, () => SseClient.open(`${node.url}/dashboard/stream`)))
+    assert.deepEqual(open.map((client) => client.status), [200, 200, 200, 200, 200])
+    const sixth = await request(node.url).get('/dashboard/stream').set('accept', 'application/json').expect(429)
+    assert.match(sixth.body.error, /Too many dashboards/)
+    assert.ok(Number(sixth.headers['retry-after']) >= 1)
+    for (const client of open) client.close()
+  })
+})
+
+describe('connections per client address', () => {
+  test('past 40 open connections from one address the next is answered 429 and closed; another address still connects', async () => {
+    const sockets = await Promise.all(
+      Array.from({ length: 40 }, () => new Promise<ReturnType<typeof connect>>((resolve) => {
+        const socket = connect({ host: '127.0.0.1', port: Number(new URL(node.url).port) }, () => resolve(socket))
+      })),
+    )
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const answer = await new Promise<string>((resolve) => {
+      let text = ''
+      const socket = connect({ host: '127.0.0.1', port: Number(new URL(node.url).port) })
+      socket.setEncoding('utf8')
+      socket.on('data', (chunk) => (text += chunk))
+      socket.on('close', () => resolve(text))
+    })
+    assert.match(answer, /^HTTP\/1\.1 429 /)
+    assert.match(answer, /Retry-After: \d+/)
+    assert.match(answer, /Too many connections from your address/)
+    const other = await openFrom('127.0.0.2', '/chats/other-address/events')
+    assert.equal(other.status, 200)
+    other.close()
+    for (const socket of sockets) socket.destroy()
+    // Closed connections give their places back.
+    for (const deadline = Date.now() + 3_000; ; ) {
+      const res = await fetch(`${node.url}/healthz`).catch(() => undefined)
+      if (res?.status === 200) break
+      if (Date.now() > deadline) assert.fail('closed connections did not free their places')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  })
+})
+
+describe('new rooms per client address', () => {
+  test('an address may start 3 rooms a minute; the 4th new room is refused with 429, nothing appended, while posting in an existing room goes on', async () => {
+    for (let i = 0; i < 3; i++) await request(node.url).post(`/chats/fresh-room-${i}/messages`).send({ content: 'first!' }).expect(201)
+    const refused = await request(node.url).post('/chats/fresh-room-3/messages').send({ content: 'one room too many' }).expect(429)
+    assert.match(refused.body.error, /Too many new rooms/)
+    assert.ok(Number(refused.headers['retry-after']) >= 1)
+    const stream = await node.db.selectFrom('streams').select('stream_id').where('stream_id', '=', 'chat-fresh-room-3').executeTakeFirst()
+    assert.equal(stream, undefined, 'the refused room was not started')
+    const again = await request(node.url).post('/chats/fresh-room-0/messages').send({ content: 'still talking here' })
+    assert.equal(again.status, 201, again.text)
+  })
+})
