@@ -16,6 +16,8 @@ export interface HubProps {
   maxBufferedBytes?: number
   onError?: (error: unknown) => void
   onPushed?: (frames: number) => void
+  /** Catch-up reads running at once (each holds a pool connection while it runs). */
+  maxConcurrentCatchUps?: number
 }
 
 /** Extra frames for one subscriber, e.g. a page that shows whether its stream is alive. */
@@ -58,7 +60,12 @@ export class HubFullError extends HttpError {
   }
 }
 
-const CATCH_UP_BATCH = 500
+/** Small: a catching-up subscriber holds its batch while its socket drains, so this times the streams is the memory replays take. */
+const CATCH_UP_BATCH = 50
+/** A catching-up subscriber gets its next batch only once its socket took the last one down to this. */
+const CATCH_UP_HIGH_WATER = 64 * 1024
+/** A subscriber that reads nothing for this long while catching up is dropped (it reconnects and resumes). */
+const CATCH_UP_STALL_MS = 30_000
 const FETCH_RETRY_MS = 250
 const HEARTBEAT = ': heartbeat\n\n'
 
@@ -89,15 +96,17 @@ export class Hub {
   private readonly chats = new Map<string, ChatChannel>()
   private readonly heartbeat: NodeJS.Timeout
   private closing = false
+  private readonly catchUpReads: Limit
   subscriberCount = 0
 
-  constructor({ db, render, heartbeatMs = 15_000, maxSubscribers = 10_000, maxBufferedBytes = 1 << 20, onError = () => {}, onPushed = () => {} }: HubProps) {
+  constructor({ db, render, heartbeatMs = 15_000, maxSubscribers = 10_000, maxBufferedBytes = 1 << 20, onError = () => {}, onPushed = () => {}, maxConcurrentCatchUps = 4 }: HubProps) {
     this.db = db
     this.render = render
     this.maxSubscribers = maxSubscribers
     this.maxBufferedBytes = maxBufferedBytes
     this.onError = onError
     this.onPushed = onPushed
+    this.catchUpReads = new Limit(maxConcurrentCatchUps)
     this.heartbeat = setInterval(() => this.beat(), heartbeatMs)
     this.heartbeat.unref()
   }
@@ -316,14 +325,27 @@ export class Hub {
    */
   private async catchUp(chat: ChatChannel, subscriber: Subscriber): Promise<void> {
     subscriber.catchingUp = true
+    const { res } = subscriber
     for (;;) {
-      const batch = await changesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH)
-      if (subscriber.res.writableEnded || subscriber.res.destroyed) return
-      if (batch.length > 0) {
-        this.write(chat, subscriber, batch.map((change) => toFrame(change.version, this.render(change.message))).join(''))
-        subscriber.sent = batch[batch.length - 1]!.version
-        this.onPushed(batch.length)
+      // A bounded number of catch-up reads at once: however many streams
+      // replay history, commands keep the rest of the pool.
+      const batch = await this.catchUpReads.run(() => changesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH))
+      if (res.writableEnded || res.destroyed) return
+      for (const change of batch) {
+        res.write(toFrame(change.version, this.render(change.message)))
+        subscriber.sent = change.version
+        this.onPushed(1)
+        // Backpressure: the next frame goes out only once the socket took the
+        // last ones, so a client that never reads holds a few frames, not the
+        // chat's history, and a slow one is never dropped for being behind.
+        if (res.writableLength > CATCH_UP_HIGH_WATER && !(await drained(res, CATCH_UP_STALL_MS))) {
+          // It stopped reading: let it go; a client that comes back resumes from Last-Event-ID.
+          this.unsubscribe(chat, subscriber)
+          res.destroy()
+          return
+        }
       }
+      if (res.writableEnded || res.destroyed) return
       if (batch.length === CATCH_UP_BATCH) continue
       if (subscriber.sent >= chat.head) break
       // The broadcast is ahead of what the table shows us; it will show soon.
@@ -357,4 +379,42 @@ export function toFrame(id: number, html: string): string {
 /** An SSE message without an id: it does not move the client's resume cursor. */
 export function dataFrame(html: string): string {
   return `${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
+}
+
+/** Resolves true once `res` drained its buffer, false if it closed or stayed full for `timeoutMs`. */
+function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (value: boolean) => {
+      clearTimeout(timer)
+      res.off('drain', onDrain)
+      res.off('close', onClose)
+      resolve(value)
+    }
+    const onDrain = () => done(true)
+    const onClose = () => done(false)
+    const timer = setTimeout(() => done(false), timeoutMs)
+    timer.unref()
+    res.on('drain', onDrain)
+    res.on('close', onClose)
+  })
+}
+
+/** At most `max` of these run at once; the rest wait their turn, in order. */
+class Limit {
+  private running = 0
+  private readonly waiting: (() => void)[] = []
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve))
+    else this.running++
+    try {
+      return await task()
+    } finally {
+      const next = this.waiting.shift()
+      if (next) next()
+      else this.running--
+    }
+  }
 }
