@@ -39,6 +39,8 @@ interface Subscriber {
   /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
   catchingUp: boolean
   ephemeral: boolean
+  /** Which slice of the heartbeat period this subscriber's heartbeat falls in. */
+  beatSlot: number
 }
 
 interface ChatChannel {
@@ -68,6 +70,8 @@ const CATCH_UP_HIGH_WATER = 64 * 1024
 const CATCH_UP_STALL_MS = 30_000
 const FETCH_RETRY_MS = 250
 const HEARTBEAT = ': heartbeat\n\n'
+/** The heartbeat period is cut into this many ticks; each subscriber beats on one of them, once per period. */
+const HEARTBEAT_SLICES = 15
 
 /**
  * Per-chat fan-out of versioned frames to Server-Sent Events streams: one
@@ -96,6 +100,8 @@ export class Hub {
   private readonly chats = new Map<string, ChatChannel>()
   private readonly heartbeat: NodeJS.Timeout
   private closing = false
+  private nextSlot = 0
+  private beatTick = 0
   private readonly catchUpReads: Limit
   subscriberCount = 0
 
@@ -107,7 +113,10 @@ export class Hub {
     this.onError = onError
     this.onPushed = onPushed
     this.catchUpReads = new Limit(maxConcurrentCatchUps)
-    this.heartbeat = setInterval(() => this.beat(), heartbeatMs)
+    // Spread over the period: each tick beats one slice of the subscribers, not
+    // all of them in one synchronous loop (at 19,000 streams that loop held up
+    // every frame behind it).
+    this.heartbeat = setInterval(() => this.beat(this.beatTick++ % HEARTBEAT_SLICES), heartbeatMs / HEARTBEAT_SLICES)
     this.heartbeat.unref()
   }
 
@@ -133,7 +142,7 @@ export class Hub {
     const committedNow = cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false }
+    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES }
     chat.subscribers.add(subscriber)
     this.subscriberCount++
     res.once('close', () => this.unsubscribe(chat, subscriber))
@@ -364,9 +373,9 @@ export class Hub {
     }
   }
 
-  private beat(): void {
+  private beat(slot: number): void {
     for (const chat of this.chats.values()) {
-      for (const subscriber of chat.subscribers) subscriber.res.write(subscriber.heartbeat)
+      for (const subscriber of chat.subscribers) if (subscriber.beatSlot === slot) subscriber.res.write(subscriber.heartbeat)
     }
   }
 }
