@@ -336,7 +336,6 @@ function metadataOf(data: CommandData, metadata: CommandMetadata): EventMetadata
 function actorOf(event: ChatEvent): string | undefined {
   switch (event.type) {
     case 'MessageSent':
-      return event.data.authorId
     case 'MessageEdited':
     case 'MessageRetracted':
       return event.data.authorId

@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import type { DB } from '../db/database.js'
-import type { StoredEvent, Tx } from '../event-store/event-store.js'
+import { toStoredEvent, type EventRecord, type StoredEvent, type Tx } from '../event-store/event-store.js'
 import { committedAfter, type Projection } from '../projector/projector.js'
 import { REACTIONS, type ChatEvent, type Emoji } from './chat.js'
 import { toChatEvent } from './chat-commands.js'
@@ -118,21 +118,11 @@ export const messagesProjection: Projection = {
   name: 'messages',
 
   async project(tx, after, limit) {
-    const { rows } = await sql<EventRow>`
+    const { rows } = await sql<EventRecord & { transaction_id: string; global_position: number | string }>`
       select transaction_id::text, global_position, stream_id, stream_version, event_id, event_type, data, metadata, recorded_at
       from (${committedAfter(after, limit)}) as batch
     `.execute(tx)
-    const events: BatchEvent[] = rows.map((row) => ({
-      transactionId: row.transaction_id,
-      globalPosition: Number(row.global_position),
-      streamId: row.stream_id,
-      version: Number(row.stream_version),
-      eventId: row.event_id,
-      type: row.event_type,
-      data: row.data,
-      metadata: row.metadata,
-      recordedAt: row.recorded_at,
-    }))
+    const events: BatchEvent[] = rows.map((row) => ({ ...toStoredEvent(row), transactionId: row.transaction_id, globalPosition: Number(row.global_position) }))
     const last = events.at(-1)
     const heads = new Map<string, number>()
     if (!last) return { count: 0, heads }
@@ -292,17 +282,6 @@ export function parseNotification(payload: string): Map<string, number> {
   }
 }
 
-interface EventRow {
-  transaction_id: string
-  global_position: number | string
-  stream_id: string
-  stream_version: number | string
-  event_id: string
-  event_type: string
-  data: Record<string, unknown>
-  metadata: Record<string, unknown>
-  recorded_at: Date
-}
 
 interface MessageRecord {
   chat_id: string

@@ -192,7 +192,8 @@ function toStore(appends: StreamAppend[]): StoredEvent[] {
   return stored
 }
 
-interface EventRecord {
+/** An events row as pg returns it. */
+export interface EventRecord {
   stream_id: string
   stream_version: number | string
   event_id: string
@@ -202,7 +203,7 @@ interface EventRecord {
   recorded_at: Date
 }
 
-function toStoredEvent(row: EventRecord): StoredEvent {
+export function toStoredEvent(row: EventRecord): StoredEvent {
   return {
     streamId: row.stream_id,
     version: Number(row.stream_version),
