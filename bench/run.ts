@@ -432,14 +432,18 @@ async function measureMixedLatency(app: Child<{ url: string }>, pool: pg.Pool, c
   // carry the send time the way P2's messages do.
   let stamps = perKind(() => ({}) as Record<string, number>)
   const refused: Record<string, number> = {}
+  const examples: Record<string, string> = {}
   const load = {
     rate: SIZES.p2Rate,
     connections: 32,
     next: workload.next,
     readBody: true,
     answered: (spec: MixedSpec, status: number, _ms: number, body: string | undefined) => {
-      if (status === 200 || status === 201) stamps[spec.kind][`${spec.chatId} ${(JSON.parse(body!) as { version: number }).version}`] = spec.stamp
-      else refused[`${spec.kind} ${status}`] = (refused[`${spec.kind} ${status}`] ?? 0) + 1
+      if (status === 200 || status === 201) return void (stamps[spec.kind][`${spec.chatId} ${(JSON.parse(body!) as { version: number }).version}`] = spec.stamp)
+      const key = `${spec.kind} ${status}`
+      refused[key] = (refused[key] ?? 0) + 1
+      // What the first refusal of each kind said, and to which request.
+      examples[key] ??= `${spec.path}: ${body ?? ''}`.slice(0, 200)
     },
   }
   await openLoop(app.ready.url, { ...load, durationMs: SIZES.warmupSeconds * 1000 })
@@ -448,6 +452,7 @@ async function measureMixedLatency(app: Child<{ url: string }>, pool: pg.Pool, c
   await clients.ask({ type: 'track', on: true })
   stamps = perKind(() => ({}))
   for (const key of Object.keys(refused)) delete refused[key]
+  for (const key of Object.keys(examples)) delete examples[key]
   const started = performance.now()
   const sent = await openLoop(app.ready.url, { ...load, durationMs: SIZES.p2Seconds * 1000 })
   // Past the run's length only when answers lag behind the posts: the app could not keep up with the rate.
@@ -464,7 +469,7 @@ async function measureMixedLatency(app: Child<{ url: string }>, pool: pg.Pool, c
   }
   await clients.ask({ type: 'track', on: false })
   if (all.count !== all.versions * perChat) notes.push(`P2M ${label}: ${all.count} deliveries seen, ${all.versions * perChat} expected (${all.missing} versions reached no subscriber)`)
-  if (Object.keys(refused).length > 0 || sent.errors > 0) notes.push(`P2M ${label}: refused ${JSON.stringify(refused)}, errors ${sent.errors}`)
+  if (Object.keys(refused).length > 0 || sent.errors > 0) notes.push(`P2M ${label}: refused ${JSON.stringify(refused)} (first of each: ${JSON.stringify(examples)}), errors ${sent.errors}`)
   if (drainedMs > 1000) notes.push(`P2M ${label}: the last answers came ${fmt(drainedMs / 1000, 1)} s after the last post: the app did not keep up with ${SIZES.p2Rate} commands/s, so the latencies are mostly queueing`)
   console.log(`    ${label}: ${sent.sent} posts (${JSON.stringify(sent.statuses)}), last answer ${ms(Math.max(0, drainedMs))} after the last post, ${all.count} deliveries; p50 / p99 / max: ${byKind.join(', ')}`)
   return all
