@@ -75,7 +75,13 @@ export async function readEventsAfter(tx: Tx | DB, ranges: { streamId: string; a
   const { rows } = await sql<EventRecord>`
     select e.stream_id, e.stream_version, e.event_id, e.event_type, e.data, e.metadata, e.recorded_at
     from unnest(${ranges.map((range) => range.streamId)}::text[], ${ranges.map((range) => range.after)}::bigint[]) as r(stream_id, after)
-    join events e on e.stream_id = r.stream_id and e.stream_version > r.after
+    -- Lateral, so each stream's tail is an index range read (events_pkey): a
+    -- plain join was planned as a scan of the whole log once it grew large.
+    cross join lateral (
+      select * from events
+      where events.stream_id = r.stream_id and events.stream_version > r.after
+      order by events.stream_version
+    ) as e
     order by e.stream_id, e.stream_version
   `.execute(tx)
   return rows.map(toStoredEvent)
