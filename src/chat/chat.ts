@@ -198,12 +198,12 @@ export function evolve(state: Chat, event: ChatEvent): Chat {
 export function withKnownMessages(state: Chat, known: ReadonlyMap<number, MessageFacts | null>): Chat {
   if (known.size === 0) return state
   const messages = new Map(state.messages)
-  // Learnt facts go in last, so they are the ones kept when the state trims back to its bound.
+  // Learnt facts go in last, so they are the ones kept when the state is compacted.
   for (const [id, facts] of known) {
     messages.delete(id)
     messages.set(id, facts)
   }
-  return { ...state, messages: trimmed(messages) }
+  return { ...state, messages }
 }
 
 /** Folds one message's own events (its MessageSent first) into its facts. */
@@ -401,20 +401,27 @@ function withMessageFacts(messages: ReadonlyMap<number, MessageFacts | null>, ve
   const next = new Map(messages)
   if (event.type === 'MessageSent') {
     next.set(id, { authorId: event.data.authorId, content: event.data.content, retracted: false, reactions: new Set() })
-    return trimmed(next)
   } else {
     next.set(id, applyToFacts(known!, event))
   }
   return next
 }
 
-/** The oldest entries go until the map is back within KNOWN_MESSAGES (ids learnt for a 404 included). */
-function trimmed(messages: Map<number, MessageFacts | null>): Map<number, MessageFacts | null> {
+/**
+ * The state back within its bound: the messages at hand longest known go
+ * first (ids learnt for a 404 included), until KNOWN_MESSAGES remain. Not
+ * done by evolve: while a batch of commands is decided, a message a later
+ * command is about must not fall out of the state because earlier ones in
+ * the same batch sent messages. The command handler compacts what it keeps.
+ */
+export function compact(state: Chat): Chat {
+  if (state.messages.size <= KNOWN_MESSAGES) return state
+  const messages = new Map(state.messages)
   for (const id of messages.keys()) {
     if (messages.size <= KNOWN_MESSAGES) break
     messages.delete(id)
   }
-  return messages
+  return { ...state, messages }
 }
 
 function applyToFacts(facts: MessageFacts, event: ChatEvent): MessageFacts {
@@ -453,7 +460,7 @@ function length(text: string): number {
   return count
 }
 
-export const chatDecider: Decider<ChatCommand, ChatEvent, Chat> = { decide, evolve, initialState }
+export const chatDecider: Decider<ChatCommand, ChatEvent, Chat> = { decide, evolve, initialState, compact }
 
 export function exhaustive(value: never): never {
   throw new Error(`unhandled: ${JSON.stringify(value)}`)

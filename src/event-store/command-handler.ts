@@ -209,7 +209,8 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     try {
       const { outcomes, states, appended } =
         (await this.appendOnCachedStates(jobs, streamIds)) ?? (await this.props.db.transaction().execute((tx) => this.decideAndAppend(tx, jobs, streamIds)))
-      for (const [streamId, state] of states) this.cache.set(streamId, state)
+      const { compact } = this.props.decider
+      for (const [streamId, state] of states) this.cache.set(streamId, compact ? compact(state) : state)
       if (appended.length > 0) this.onAppended(appended)
       jobs.forEach((job, index) => {
         const outcome = outcomes[index]!

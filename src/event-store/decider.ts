@@ -26,4 +26,6 @@ export interface Decider<Command, Event extends { type: string }, State extends 
   decide(command: Command, state: State): Decision<Event>
   evolve(state: State, event: Event): State
   initialState(version?: number): State
+  /** The state to keep between commands, back within its bounds (optional: a state bounded by evolve needs none). */
+  compact?(state: State): State
 }

@@ -6,6 +6,7 @@ import {
   decide,
   evolve,
   initialState,
+  compact,
   KNOWN_MESSAGES,
   messageFacts,
   RATE_LIMIT,
@@ -452,7 +453,7 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
   const interleaved: ChatEvent[] = [own[0]!, others[0]!, own[1]!, own[2]!, others[1]!, own[3]!, own[4]!]
   /** 300 more messages by Bob: message 1 falls out of the messages at hand. */
   const filler = Array.from({ length: 300 }, (_, i) => messageSent({ authorId: BOB, sender: 'bob', commandId: `f${i}` }, at(3600 + i)))
-  const long = fold([...interleaved, ...filler])
+  const long = compact(fold([...interleaved, ...filler]))
   const later = at(7200)
 
   test('messageFacts folds a message’s own events into the facts evolve keeps for it', () => {
@@ -536,12 +537,19 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
 
   // The command handler caches the state after learning facts, so learnt facts (404s included)
   // must not let a cached chat grow past its bound.
+  test('a message a later command in the same batch is about stays at hand while earlier commands send messages', () => {
+    // As the command handler decides a batch: the facts it read for the edit, then many sends before it.
+    let state = withKnownMessages(long, new Map([[1, messageFacts(own)]]))
+    state = fold(sends(KNOWN_MESSAGES + 10, { authorId: BOB, prefix: 'in the batch', from: 7200 }), state)
+    assert.equal(decide(editMessage({ content: 'still mine to edit' }, later), state).kind, 'accepted')
+  })
+
   test(
     'the messages at hand come back within KNOWN_MESSAGES after facts read from the log were added',
     () => {
       let state = long
       for (let id = 2; id <= 41; id++) state = withKnownMessages(state, new Map([[id, messageFacts([messageSent({ commandId: `x${id}` })])]]))
-      state = fold(sends(10, { authorId: BOB, prefix: 'later', from: 7200 }), state)
+      state = compact(fold(sends(10, { authorId: BOB, prefix: 'later', from: 7200 }), state))
       assert.ok(state.messages.size <= KNOWN_MESSAGES, `${state.messages.size} messages at hand`)
     },
   )
@@ -553,6 +561,7 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
       for (let id = 1000; id < 1000 + KNOWN_MESSAGES + 100; id++) {
         state = withKnownMessages(state, new Map([[id, messageFacts([])]]))
         assert.equal((decide(toggleReaction({ messageId: id, commandId: `probe${id}` }, at(1)), state) as { rejection: { status: number } }).rejection.status, 404)
+        state = compact(state)
       }
       assert.ok(state.messages.size <= KNOWN_MESSAGES, `${state.messages.size} entries at hand`)
     },
@@ -583,7 +592,7 @@ describe('Chat state', () => {
     }
     assert.equal(state.version, 5000)
     assert.equal(state.recentCommands.size, RECENT_COMMANDS)
-    assert.ok(state.messages.size <= KNOWN_MESSAGES, `${state.messages.size} messages at hand`)
+    assert.ok(compact(state).messages.size <= KNOWN_MESSAGES, `${compact(state).messages.size} messages at hand`)
     assert.ok(state.recentActs.size <= people.length)
     for (const [person, times] of state.recentActs) {
       assert.ok(times.length <= RATE_LIMIT, `${person} keeps ${times.length} act times`)
