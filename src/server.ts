@@ -4,6 +4,8 @@ import type pg from 'pg'
 import { createApp } from './app.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, sentMessage, type Change } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
+import { Visits } from './chat/visits.js'
+import { searchProjection } from './search/search-projection.js'
 import { chatHandler, type ChatHandler } from './chat/chat-commands.js'
 import { createDb, createPool } from './db/connect.js'
 import type { DB } from './db/database.js'
@@ -51,6 +53,9 @@ export interface AppNode {
   db: DB
   hub: Hub
   projector: Projector
+  /** Every projection's projector, the messages one first. */
+  projectors: Projector[]
+  visits: Visits
   listener: Listener
   chats: ChatHandler
   metrics: NodeMetrics
@@ -94,6 +99,17 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     },
     onError: (error) => log('error', 'projector', error),
   })
+  // Further projections of the same log, each with its own checkpoint: one added to a running
+  // system starts at the first event and backfills in batches while the app serves.
+  const searchProjector = new Projector({
+    db,
+    projection: searchProjection,
+    onProjected: (batch, durationMs) => metrics.batchProjected(batch.count, durationMs),
+    onError: (error) => log('error', 'search projector', error),
+  })
+  const projectors = [projector, searchProjector]
+  const wakeProjectors = () => projectors.forEach((each) => each.wake())
+  const visits = new Visits({ db, onError: (error) => log('warn', 'visits', error) })
   const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error))
   const chats = chatHandler({
     db,
@@ -110,7 +126,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
         if (message) sent.push({ version: event.version, message })
       }
       hub.offer(sent)
-      projector.wake()
+      wakeProjectors()
       notifyEvents.hint()
     },
     onOutcome: metrics.commandOutcome,
@@ -123,7 +139,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     onError: (error) => log('warn', 'LISTEN connection lost; reconnecting', error),
   })
   listener.on('notification', (channel: string, payload: string) => {
-    if (channel === EVENTS_CHANNEL) return projector.wake()
+    if (channel === EVENTS_CHANNEL) return wakeProjectors()
     for (const [chatId, version] of parseNotification(payload)) {
       projectionWatch.projected(chatId, version)
       hub.notify(chatId, version)
@@ -131,11 +147,11 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   })
   // Notifications sent while disconnected are gone: catch up on every (re)connect.
   listener.on('connected', () => {
-    projector.wake()
+    wakeProjectors()
     hub.resync()
   })
   await listener.start()
-  await projector.start()
+  for (const each of projectors) await each.start()
 
   const sampler = new DashboardSampler({
     db,
@@ -152,6 +168,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const app = createApp({
     db,
     chats,
+    visits,
     projectionWatch,
     renderMessage,
     sessionSecret: props.sessionSecret,
@@ -191,7 +208,8 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       sampler.close()
       server.closeIdleConnections()
       await chats.drained()
-      await projector.stop()
+      for (const each of projectors) await each.stop()
+      await visits.flush().catch((error) => log('warn', 'visits', error))
       await sampler.stop()
       await listener.stop()
       // Streams were ended; anything still open after a grace period is cut.
@@ -201,5 +219,5 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await pool.end()
     })())
 
-  return { server, url, pool, db, hub, projector, listener, chats, metrics, sampler, stop }
+  return { server, url, pool, db, hub, projector, projectors, visits, listener, chats, metrics, sampler, stop }
 }
