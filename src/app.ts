@@ -4,11 +4,14 @@ import cookieParser from 'cookie-parser'
 import express, { type Request } from 'express'
 import helmet from 'helmet'
 import { rateLimit } from 'express-rate-limit'
+import { MAX_CONTENT_LENGTH } from './chat/chat.js'
 import type { DB } from './db/database.js'
 import type { ChatHandler } from './chat/chat-commands.js'
 import type { Visits } from './chat/visits.js'
+import type { Presence } from './live/presence.js'
 import type { ProjectionWatch } from './chat/projection-watch.js'
 import { chatRoutes } from './chat/routes.js'
+import type { TrustProxy } from './config.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
 import { session } from './http/session.js'
@@ -21,6 +24,8 @@ export interface AppDeps {
   chats: ChatHandler
   /** What each person has seen of each chat ("new since your last visit", their rooms). */
   visits: Visits
+  /** Who is here and who is typing, across nodes. */
+  presence: Presence
   /** Lets a plain form post wait for its message to be projected before redirecting. */
   projectionWatch: ProjectionWatch
   /** The node's message HTML, shared with its live stream (templates call it as messageHtml). */
@@ -30,7 +35,7 @@ export interface AppDeps {
   /** `auto`: Secure cookies when the request came over TLS (see trustProxy). */
   secureCookies?: 'auto' | boolean
   /** Express "trust proxy": set it behind a TLS-terminating proxy so req.secure is right. */
-  trustProxy?: boolean | string | number
+  trustProxy?: TrustProxy
   clock?: () => Date
   /**
    * Unsafe requests (posts) allowed per client address per minute, across
@@ -47,8 +52,16 @@ export interface AppDeps {
   dashboardToken?: string
 }
 
-/** Request bodies above this are refused with 413 (a message is at most 4000 characters). */
-export const BODY_LIMIT = '16kb'
+/**
+ * Request bodies above this many bytes are refused with 413. It is derived
+ * from the longest message the rules allow, in its most expensive encoding:
+ * a code point is at most 4 bytes of UTF-8, which a form percent-encodes as
+ * 12 (`%F0%9F%8D%B5`), and a JSON client that escapes everything outside
+ * ASCII also writes an astral character as 12 (`\ud83c\udf75`). Any script,
+ * emoji included, fits as a form and as JSON; the envelope covers the field
+ * names, the commandId and some whitespace that the rules trim off.
+ */
+export const BODY_LIMIT = MAX_CONTENT_LENGTH * 12 + 1024
 
 const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
 const HTMX_DIR = fileURLToPath(new URL('../node_modules/htmx.org/dist/', import.meta.url))
@@ -90,7 +103,9 @@ export function createApp(deps: AppDeps): express.Express {
   app.enable('view cache')
 
   if (deps.ops) app.use(deps.ops.metrics.requestTimer())
-  app.use(requestLogger(deps.logger ?? SILENT_LOGGER))
+  // Express's own reading of "trust proxy" (what req.ip uses), asked about the peer itself (hop 0).
+  const trustsAddress = (address: string) => (app.get('trust proxy fn') as (address: string, hop: number) => boolean)(address, 0)
+  app.use(requestLogger(deps.logger ?? SILENT_LOGGER, { fromTrustedProxy: (req) => trustsAddress(req.socket.remoteAddress ?? '') }))
   app.use((req, res, next) => {
     res.locals.nonce = nonce()
     res.locals.requestId = String(req.id)
@@ -148,7 +163,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, chats: deps.chats, visits: deps.visits, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, chats: deps.chats, visits: deps.visits, presence: deps.presence, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { readSettings, SettingsError, type Settings } from './config.js'
 import { startEmbeddedPostgres } from './db/embedded.js'
 import { createLogger } from './ops/logger.js'
 import { startNode } from './server.js'
@@ -14,19 +15,19 @@ import { startNode } from './server.js'
  *   DATA_DIR        where the embedded database and generated secret live (default .data)
  *   POSTS_PER_MINUTE_PER_ADDRESS  posts allowed per client address per minute (default 600; 0: off)
  *   MAX_SUBSCRIBERS live streams per process (default 10000)
- *   TRUST_PROXY     Express "trust proxy" (behind a TLS-terminating proxy)
+ *   TRUST_PROXY     Express "trust proxy" (behind a TLS-terminating proxy): true/false, a hop count, or addresses, subnets, loopback
  *   DASHBOARD_TOKEN guards /dashboard and /metrics; unset: they are public
  *   LOG_LEVEL       pino level (default info); JSON lines, pretty in a terminal unless NODE_ENV=production
  *   READY_MAX_LAG_SECONDS, READY_MAX_LAG_EVENTS   projector lag past which /readyz answers 503 (default 30 s, 50000 events)
  */
 const env = process.env
-const port = Number(env.PORT ?? 3000)
+const settings = settingsOrExit()
 const dataDir = resolve(env.DATA_DIR ?? '.data')
 /** Past this, a stop that has not finished is cut (an orchestrator's SIGKILL typically follows at 10 s). */
 const STOP_DEADLINE_MS = 9_000
 
 const logger = createLogger({
-  level: env.LOG_LEVEL ?? 'info',
+  level: settings.logLevel,
   pretty: Boolean(process.stdout.isTTY) && env.NODE_ENV !== 'production',
 })
 
@@ -35,12 +36,16 @@ function log(level: 'info' | 'warn' | 'error', message: string, error?: unknown)
   else logger[level]({ err: error }, message)
 }
 
-function numberFromEnv(name: string): number | undefined {
-  const value = env[name]
-  if (value === undefined || value === '') return undefined
-  const parsed = Number(value)
-  if (!Number.isFinite(parsed) || parsed < 0) throw new Error(`${name} must be a non-negative number, not "${value}"`)
-  return parsed
+/** Every setting checked before anything starts: a typo stops the app with a line naming the variable, not a NaN at run time. */
+function settingsOrExit(): Settings {
+  try {
+    return readSettings(env)
+  } catch (error) {
+    if (!(error instanceof SettingsError)) throw error
+    // Before the logger exists (LOG_LEVEL may be the wrong setting): plain lines on stderr.
+    for (const problem of error.problems) console.error(`Live Tea cannot start: ${problem}`)
+    process.exit(1)
+  }
 }
 
 async function sessionSecret(): Promise<string> {
@@ -55,20 +60,19 @@ async function sessionSecret(): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const readiness = { maxLagSeconds: numberFromEnv('READY_MAX_LAG_SECONDS'), maxLagEvents: numberFromEnv('READY_MAX_LAG_EVENTS') }
   const embeddedLog = logger.child({ component: 'embedded-postgres' })
   const embedded = env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log: (line) => embeddedLog.info(line) })
   const databaseUrl = env.DATABASE_URL ?? embedded!.url
   const node = await startNode({
     databaseUrl,
     sessionSecret: await sessionSecret(),
-    port,
-    trustProxy: env.TRUST_PROXY,
-    postsPerMinutePerAddress: Number(env.POSTS_PER_MINUTE_PER_ADDRESS ?? 600),
-    maxSubscribers: Number(env.MAX_SUBSCRIBERS ?? 10_000),
+    port: settings.port,
+    trustProxy: settings.trustProxy,
+    postsPerMinutePerAddress: settings.postsPerMinutePerAddress,
+    maxSubscribers: settings.maxSubscribers,
     logger,
     dashboardToken: env.DASHBOARD_TOKEN || undefined,
-    readiness,
+    readiness: settings.readiness,
   })
   const listening = `http://localhost:${new URL(node.url).port}`
   logger.info(

@@ -1,7 +1,8 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type pg from 'pg'
 import { createApp } from './app.js'
+import type { TrustProxy } from './config.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, sentMessage, type Change } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
 import { Visits } from './chat/visits.js'
@@ -12,11 +13,14 @@ import type { DB } from './db/database.js'
 import { Listener } from './db/listener.js'
 import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
-import { messageRenderer } from './http/views.js'
+import { describeError, HttpError } from './http/errors.js'
+import { toOriginForm } from './http/request-target.js'
+import { messageRenderer, partialRenderer } from './http/views.js'
 import { eventsRoute } from './live/events-route.js'
-import { Hub } from './live/hub.js'
+import { dataFrame, Hub } from './live/hub.js'
+import { parsePresenceNotification, Presence, PRESENCE_CHANNEL, type People } from './live/presence.js'
 import { dashboardRenderer } from './ops/dashboard-renderer.js'
-import { SILENT_LOGGER, type Logger } from './ops/logger.js'
+import { SILENT_LOGGER, withoutSecrets, type Logger } from './ops/logger.js'
 import { NodeMetrics } from './ops/metrics.js'
 import { checkReadiness, DEFAULT_READINESS, type ReadinessLimits } from './ops/readiness.js'
 import { DashboardSampler } from './ops/sampler.js'
@@ -31,7 +35,7 @@ export interface NodeProps {
   host?: string
   poolSize?: number
   maxSubscribers?: number
-  trustProxy?: boolean | string | number
+  trustProxy?: TrustProxy
   /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
   postsPerMinutePerAddress?: number
   /** How long a client may take to send its request headers (slowloris guard). */
@@ -58,6 +62,7 @@ export interface AppNode {
   visits: Visits
   listener: Listener
   chats: ChatHandler
+  presence: Presence
   metrics: NodeMetrics
   sampler: DashboardSampler
   /** Graceful stop: refuse new work, end streams with a retry hint, finish commands, close the pool. */
@@ -132,14 +137,27 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     onOutcome: metrics.commandOutcome,
   })
 
+  const renderPeople = partialRenderer<People & { chatId: string }>('_people')
+  const presence = new Presence({
+    db,
+    onChange: (chatId, people) => hub.sendEphemeral(chatId, dataFrame(renderPeople({ chatId, ...people }))),
+    onError: (error) => log('warn', 'presence', error),
+  })
+
   const listener = new Listener({
     connectionString: props.databaseUrl,
-    channels: [EVENTS_CHANNEL, MESSAGES_CHANNEL],
+    channels: [EVENTS_CHANNEL, MESSAGES_CHANNEL, PRESENCE_CHANNEL],
     applicationName: 'live-tea listener',
     onError: (error) => log('warn', 'LISTEN connection lost; reconnecting', error),
   })
   listener.on('notification', (channel: string, payload: string) => {
     if (channel === EVENTS_CHANNEL) return wakeProjectors()
+    if (channel === PRESENCE_CHANNEL) {
+      const changed = parsePresenceNotification(payload)
+      // This node's own changes were shown as soon as they were written.
+      if (changed && changed.node !== presence.nodeId) presence.changed(changed.chats)
+      return
+    }
     for (const [chatId, version] of parseNotification(payload)) {
       projectionWatch.projected(chatId, version)
       hub.notify(chatId, version)
@@ -149,26 +167,30 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   listener.on('connected', () => {
     wakeProjectors()
     hub.resync()
+    presence.changed('all')
   })
   await listener.start()
+  await presence.start()
   for (const each of projectors) await each.start()
 
   const sampler = new DashboardSampler({
     db,
     hub,
+    presence,
     projection: projector.name,
     commandLatency: metrics.commandLatency,
     render: dashboardRenderer(),
     onError: (error) => log('warn', 'dashboard sampler could not read the database', error),
   })
   sampler.start()
-  metrics.watch({ pool, hub, projector, listener, sampler })
+  metrics.watch({ pool, hub, projector, listener, presence, sampler })
   const readinessLimits: ReadinessLimits = { ...DEFAULT_READINESS, ...props.readiness }
 
   const app = createApp({
     db,
     chats,
     visits,
+    presence,
     projectionWatch,
     renderMessage,
     sessionSecret: props.sessionSecret,
@@ -183,11 +205,29 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
     },
   })
-  const streams = eventsRoute({ hub })
+  const streams = eventsRoute({ hub, presence, sessionSecret: props.sessionSecret, renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }) })
+  // Express's default final handler would answer with the error's stack
+  // outside production; nothing reaches it now, but if something ever does,
+  // this answers instead, as plainly as a page that cannot be rendered.
+  const handle = app as unknown as (req: IncomingMessage, res: ServerResponse, done: (error?: unknown) => void) => void
+  const lastResort = (req: IncomingMessage, res: ServerResponse, error: unknown) => {
+    const described = error === undefined ? new HttpError(404, 'There is nothing at this address.') : describeError(error)
+    const target = withoutSecrets(String(req.url).slice(0, 300))
+    log(described.status >= 500 ? 'error' : 'warn', `${req.method} ${target} from ${req.socket.remoteAddress}: ${described.status}, ${described.message}`, described.status >= 500 ? error : undefined)
+    if (res.headersSent) return void res.destroy()
+    res.writeHead(described.status, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', ...described.headers })
+    res.end(`${described.message}\n`)
+  }
   // Timeouts below are enforced by a periodic sweep (30 s by default, which
   // would let a slow client hold a socket three times longer than intended).
   const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
-    if (!streams(req, res)) app(req, res)
+    // A throw here would be an uncaught exception, which stops the process.
+    try {
+      if (!toOriginForm(req)) return lastResort(req, res, new HttpError(400, 'The request target must be a path such as /chats/tea, or a valid absolute http:// URL.'))
+      if (!streams(req, res)) handle(req, res, (error) => lastResort(req, res, error))
+    } catch (error) {
+      lastResort(req, res, error)
+    }
   })
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000
@@ -210,6 +250,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await chats.drained()
       for (const each of projectors) await each.stop()
       await visits.flush().catch((error) => log('warn', 'visits', error))
+      await presence.stop()
       await sampler.stop()
       await listener.stop()
       // Streams were ended; anything still open after a grace period is cut.
@@ -219,5 +260,5 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await pool.end()
     })())
 
-  return { server, url, pool, db, hub, projector, projectors, visits, listener, chats, metrics, sampler, stop }
+  return { server, url, pool, db, hub, projector, projectors, visits, listener, chats, presence, metrics, sampler, stop }
 }

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { startEmbeddedPostgres } from '../src/db/embedded.js'
+import { missingChromium } from './support/chromium-path.js'
 
 const root = resolve(import.meta.dirname, '..')
 const args = process.argv.slice(2)
@@ -17,6 +18,15 @@ const files = args.some((arg) => arg.endsWith('.ts'))
       .filter((file) => file.endsWith('.test.ts'))
       .sort()
       .map((file) => join('test', file))
+
+// A missing browser stops the run before it starts, with one line saying what
+// to install; it is never a skip, so CI without Chromium fails.
+const runsBrowserTests = [...args, ...files].some((arg) => /(^|[\\/])test[\\/]browser[\\/]/.test(arg))
+const noChromium = runsBrowserTests ? missingChromium() : undefined
+if (noChromium) {
+  console.error(noChromium)
+  process.exit(1)
+}
 
 const embedded = process.env.DATABASE_URL
   ? undefined

@@ -10,6 +10,7 @@ import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../htt
 import { CHAT_ID_PATTERN, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
 import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
+import type { People, Presence } from '../live/presence.js'
 import { MAX_QUERY_LENGTH, search } from '../search/search-projection.js'
 import type { ProjectionWatch } from './projection-watch.js'
 import { chatAsOf } from './time-travel.js'
@@ -19,6 +20,7 @@ export interface ChatRoutesDeps {
   db: DB
   chats: ChatHandler
   visits: Visits
+  presence: Presence
   projectionWatch: ProjectionWatch
   renderMessage: MessageRenderer
   secureCookies: 'auto' | boolean
@@ -28,13 +30,15 @@ export interface ChatRoutesDeps {
 export const PAGE_SIZE = 50
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, chats, visits, presence, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const latestPages = new LRUCache<string, LatestMessages>({ max: 1_000 })
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
   // The composer answers every htmx post: compiled once, not looked up and rendered through the view engine each time.
   const renderComposer = partialRenderer<{ chatId: string; composer: Composer; nonce: string }>('_composer')
   const sendComposer = (res: Response, chatId: string, composer: Composer) => void res.type('html').send(renderComposer({ chatId, composer, nonce: res.locals.nonce }))
+  const renderPeople = partialRenderer<People & { chatId: string }>('_people')
+  const typingHints = typingLimiter()
   const renderEditForm = partialRenderer<{ message: Message; form: Composer; nonce: string }>('_edit-form')
   const metadata = (res: Response) => ({ now: clock(), requestId: res.locals.requestId })
   const person = (res: Response) => ({ personId: res.locals.personId })
@@ -90,6 +94,7 @@ export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, 
     const command: ChatCommand = { type: 'SendMessage', data: { chatId, ...person(res), sender: res.locals.name, content, commandId }, metadata: metadata(res) }
     try {
       const { version } = await chats.handle(command)
+      presence.stoppedTyping(chatId, res.locals.personId)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return sendComposer(res, chatId, freshComposer())
       await projectionWatch.until(db, chatId, version, PROJECTION_WAIT_MS)
@@ -133,7 +138,11 @@ export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, 
     if (message.authorId === undefined || message.authorId !== res.locals.personId) throw new HttpError(403, 'Only the person who wrote a message can edit it.')
     if (message.retractedAt) throw new HttpError(410, 'That message was retracted: there is nothing left to edit.')
     const form = { content: message.content ?? '', commandId: randomUUID() }
-    if (req.get('hx-request')) return void res.type('html').send(renderEditForm({ message, form, nonce: res.locals.nonce }))
+    if (req.get('hx-request')) {
+      // Beside the message, not in its place: live frames replace the message, never the form being typed in.
+      res.set({ 'HX-Retarget': `#message-${message.chatId}-${message.messageId}`, 'HX-Reswap': 'afterend show:none' })
+      return void res.type('html').send(renderEditForm({ message, form, nonce: res.locals.nonce }))
+    }
     res.render('edit', { title: `Edit a message in #${message.chatId}`, chatId: message.chatId, message, form })
   })
 
@@ -143,6 +152,7 @@ export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, 
     const command: ChatCommand = { type: 'EditMessage', data: { chatId, ...person(res), messageId, content, commandId }, metadata: metadata(res) }
     await act(req, res, next, command, async (rejection) => {
       // The edit form comes back with its error and the text as typed, like the composer.
+      await projectionWatch.until(db, chatId, messageId, PROJECTION_WAIT_MS)
       const message = await messageById(db, chatId, messageId)
       if (!message || rejection.status === 404 || rejection.status === 403) return undefined
       const form = { content, commandId, error: rejection.message }
@@ -167,6 +177,28 @@ export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, 
       metadata: metadata(res),
     }
     await act(req, res, next, command)
+  })
+
+  /** Who is here now, on every node: the same list the page's stream keeps current. */
+  router.get('/chats/:chatId/people', async (req, res) => {
+    const chatId = chatIdFrom(req)
+    const people = await presence.people(chatId)
+    if (wantsJson(req)) return void res.json({ chatId, ...people })
+    res.type('html').send(renderPeople({ chatId, ...people }))
+  })
+
+  /**
+   * "I am typing": the composer sends it, throttled, while someone types.
+   * Never in the log; a flood from one person or address is cut off (429)
+   * before it costs anything, and what passes is coalesced into presence.
+   */
+  router.post('/chats/:chatId/typing', (req, res) => {
+    const chatId = chatIdFrom(req)
+    const wait = typingHints(res.locals.personId, req.ip ?? '')
+    if (wait > 0) throw new HttpError(429, 'Too many typing hints; slow down.', { 'Retry-After': String(wait) })
+    // Without a session the person was made up for this request: no page of theirs has a stream to be here with.
+    if (res.locals.hasSession) presence.typing(chatId, res.locals.personId, res.locals.name)
+    res.status(204).end()
   })
 
   /** A message's versions, oldest first, read from the log: what it said, and when. */
@@ -220,6 +252,8 @@ export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, 
 
   async function existingMessage(req: Request): Promise<Message> {
     const { chatId, messageId } = messageParams(req)
+    // The live stream shows a message at commit, a moment before the read model has it: someone may click it first.
+    await projectionWatch.until(db, chatId, messageId, PROJECTION_WAIT_MS)
     const message = await messageById(db, chatId, messageId)
     if (!message) throw new HttpError(404, `There is no message ${messageId} in #${chatId}.`)
     return message
@@ -245,6 +279,7 @@ export function chatRoutes({ db, chats, visits, projectionWatch, renderMessage, 
       firstNew,
       composer: { ...freshComposer(), ...composer },
       personId,
+      people: await presence.people(chatId),
     }
   }
 
@@ -300,6 +335,31 @@ interface Composer {
 
 function freshComposer(): Composer {
   return { content: '', commandId: randomUUID() }
+}
+
+/**
+ * Token buckets for typing hints: a person may send a burst of 5, then one
+ * per second (a composer sends at most one per 2 s, so two tabs fit); an
+ * address, whatever the sessions behind it, 60 then 10 per second: twenty
+ * people typing behind one office NAT, or every reader behind a proxy when
+ * TRUST_PROXY is unset, fit, while a script minting sessions is still capped.
+ * The person's bucket is asked first, so one person's flood does not spend
+ * the budget of the others behind their address. Answers how many seconds
+ * to wait, 0 to go ahead. Bounded memory: least recently seen buckets go first.
+ */
+function typingLimiter(): (personId: string, address: string) => number {
+  const buckets = new LRUCache<string, { tokens: number; at: number }>({ max: 50_000 })
+  const take = (key: string, burst: number, perSecond: number) => {
+    const now = Date.now()
+    const bucket = buckets.get(key) ?? { tokens: burst, at: now }
+    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * perSecond)
+    bucket.at = now
+    buckets.set(key, bucket)
+    if (bucket.tokens < 1) return Math.ceil((1 - bucket.tokens) / perSecond)
+    bucket.tokens -= 1
+    return 0
+  }
+  return (personId, address) => take(`person ${personId}`, 5, 1) || take(`address ${address}`, 60, 10)
 }
 
 function messageUrl(chatId: string, messageId: number): string {
@@ -363,7 +423,8 @@ function safeBack(req: Request): string {
   if (!referer) return '/'
   try {
     const url = new URL(referer)
-    return url.host === req.get('host') ? url.pathname + url.search : '/'
+    // A path starting with // (or /\) would be read by the browser as another host.
+    return url.host === req.get('host') && !/^\/[/\\]/.test(url.pathname) ? url.pathname + url.search : '/'
   } catch {
     return '/'
   }

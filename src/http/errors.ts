@@ -14,7 +14,8 @@ export class HttpError extends Error {
   }
 }
 
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '3D000', '08000', '08001', '08003', '08006'])
+// 55000 (object_not_in_prerequisite_state) is what a database closed to new connections answers (ALTER DATABASE … ALLOW_CONNECTIONS false, as during maintenance).
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300', '3D000', '55000', '08000', '08001', '08003', '08006'])
 
 /** The database cannot be reached right now (as opposed to refusing a statement). */
 export function isDatabaseUnavailable(error: unknown): boolean {
@@ -54,8 +55,13 @@ export function errorHandler({ onError }: { onError: (error: unknown, req: Reque
     res.status(described.status).set(described.headers)
     if (wantsJson(req)) return res.json({ error: described.message })
     const locals = { title: titleFor(described.status), status: described.status, message: described.message }
-    if (req.get('hx-request')) return res.render('partials/_error', locals)
-    return res.render('error', locals)
+    // A page that cannot be rendered (an error before the page's locals were
+    // set) answers in plain text: Express's fallback would show the stack.
+    res.render(req.get('hx-request') ? 'partials/_error' : 'error', locals, (renderError: Error | null, html?: string) => {
+      if (!renderError) return void res.send(html)
+      onError(renderError, req)
+      res.type('text').send(`${described.message}\n`)
+    })
   }
 }
 

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomInt } from 'node:crypto'
+import cookieParser from 'cookie-parser'
 import type { NextFunction, Request, Response } from 'express'
 import { MAX_SENDER_LENGTH } from '../chat/chat.js'
 
@@ -23,13 +24,60 @@ export function randomName(): string {
 
 /** A display name as typed, or an error message. */
 export function parseName(value: unknown): { name: string } | { error: string } {
-  const name = typeof value === 'string' ? value.replace(/\s+/g, ' ').trim() : ''
+  if (typeof value === 'string' && !value.isWellFormed()) {
+    // A lone UTF-16 surrogate (only JSON can carry one) is no character at all: cookies and Postgres refuse it.
+    return { error: 'A name cannot contain a broken character (a lone UTF-16 surrogate); type it again.' }
+  }
+  const name = typeof value === 'string' ? value.replace(/[\t\n\r\p{Zs}]+/gu, ' ').trim() : ''
   const length = [...name].length
   if (length < 1) return { error: 'Pick a name: it is what others see next to your messages.' }
   if (length > MAX_SENDER_LENGTH) return { error: `A name is at most ${MAX_SENDER_LENGTH} characters.` }
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001F\u007F]/.test(name)) return { error: 'A name cannot contain control characters.' }
+  const hidden = hiddenCharacter(name)
+  if (hidden !== undefined) {
+    const code = `U+${hidden.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`
+    return { error: `A name cannot contain invisible, control or text-direction characters (this one has ${code}).` }
+  }
   return { name }
+}
+
+/*
+ * Characters that draw nothing or act on the text around them: controls
+ * (U+0085 included), format characters (zero-width spaces, bidirectional
+ * overrides and isolates that reorder what follows, soft hyphens, tags),
+ * line and paragraph separators, and the other default-ignorable code
+ * points (U+3164 Hangul filler). In a name they make it look blank, or like
+ * someone else's, or turn the text after it around. Ordinary whitespace is
+ * collapsed before this check instead.
+ */
+const HIDDEN = /^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]$/u
+const VARIATION_SELECTOR = /^[\uFE00-\uFE0F\u{E0100}-\u{E01EF}]$/u
+const TAG = /^[\u{E0020}-\u{E007F}]$/u
+const PICTOGRAPH = /^[\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F]$/u
+const LETTER = /^[\p{L}\p{M}]$/u
+const ZWNJ = '\u200C'
+const ZWJ = '\u200D'
+const BLACK_FLAG = '\u{1F3F4}'
+
+/**
+ * The first hidden character of a name, except where writing needs one:
+ * a variation selector after a visible character (❤️), a zero-width joiner
+ * inside an emoji sequence (👩‍💻), a joiner or non-joiner between letters
+ * (Persian, Indic scripts), and the tags of a subdivision flag (🏴 + tags).
+ */
+function hiddenCharacter(name: string): string | undefined {
+  const chars = [...name]
+  for (let i = 0; i < chars.length; i++) {
+    const char = chars[i]!
+    if (!HIDDEN.test(char)) continue
+    const before = chars[i - 1] ?? ''
+    const after = chars[i + 1] ?? ''
+    if (VARIATION_SELECTOR.test(char) && before !== '' && before !== ' ' && !HIDDEN.test(before)) continue
+    if (char === ZWJ && PICTOGRAPH.test(before) && PICTOGRAPH.test(after)) continue
+    if ((char === ZWJ || char === ZWNJ) && LETTER.test(before) && LETTER.test(after)) continue
+    if (TAG.test(char) && chars.slice(0, i).findLast((c) => !TAG.test(c)) === BLACK_FLAG) continue
+    return char
+  }
+  return undefined
 }
 
 declare module 'express-serve-static-core' {
@@ -104,4 +152,27 @@ export function setSession(res: Response, name: string, secure: boolean): void {
     else res.removeHeader('Set-Cookie')
   }
   res.cookie(SESSION_COOKIE, `p1.${res.locals.personId}.${name}`, { signed: true, httpOnly: true, sameSite: 'lax', secure, maxAge: ONE_YEAR_MS, path: '/' })
+}
+
+/**
+ * The session from a raw Cookie header, for requests served outside Express
+ * (the event stream): the same signed cookie, verified the same way. Only a
+ * current session counts (person and name); anything else is no one.
+ */
+export function sessionFromCookieHeader(header: string | undefined, secret: string): { personId: string; name: string } | undefined {
+  if (!header) return undefined
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq < 0 || part.slice(0, eq).trim() !== SESSION_COOKIE) continue
+    let value: string
+    try {
+      value = decodeURIComponent(part.slice(eq + 1).trim())
+    } catch {
+      return undefined
+    }
+    const unsigned = value.startsWith('s:') ? cookieParser.signedCookie(value, secret) : false
+    const session = unsigned === false ? undefined : parseSession(unsigned)
+    return session?.personId ? { personId: session.personId, name: session.name } : undefined
+  }
+  return undefined
 }

@@ -1,13 +1,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { HttpError } from '../http/errors.js'
 import { chatIdParam, versionParam } from '../http/params.js'
+import { sessionFromCookieHeader } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
 import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
+import type { Presence } from './presence.js'
 
 const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
 
 /**
- * `GET /chats/:chatId/events`, served on plain node:http ahead of Express.
+ * `GET /chats/:chatId/events` (and HEAD; other methods 405), served on plain node:http ahead of Express.
  * A stream stays open as long as someone reads the chat, so whatever a
  * request carries lives as long: Express's per-request state (parsed
  * cookies, a session, locals, document security headers, a logger) would
@@ -17,17 +19,26 @@ const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
  *
  * The cursor is `Last-Event-ID` if present (htmx reconnects with it and
  * keeps the original URL), else `?after=`; none: live messages only.
+ *
+ * Every stream makes its reader present in the chat: the person of a valid
+ * session cookie (verified here, as Express would), else an anonymous reader
+ * who is counted but not named. `?presence=1` also streams who is here and
+ * who is typing, as frames without an id.
  */
-export function eventsRoute({ hub }: { hub: Hub }): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hub: Hub; presence: Presence; sessionSecret: string; renderPeople: (chatId: string) => Promise<string> }): (req: IncomingMessage, res: ServerResponse) => boolean {
   const pageFrames = connectionFrames()
   return (req, res) => {
-    const match = req.method === 'GET' ? EVENTS_PATH.exec(req.url ?? '') : null
+    const match = EVENTS_PATH.exec(req.url ?? '')
     if (!match) return false
     let chatId: string
     let cursor: number | undefined
+    let withPresence: boolean
     try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'A chat\'s event stream is read with GET (or HEAD for its headers).', { Allow: 'GET, HEAD' })
       chatId = chatIdParam(decode(match[1]!))
-      cursor = cursorOf(req, new URLSearchParams(match[2] ?? ''))
+      const query = new URLSearchParams(match[2] ?? '')
+      cursor = cursorOf(req, query)
+      withPresence = ['1', 'true', 'yes'].includes(query.get('presence') ?? '')
       if (hub.full) throw new HubFullError(5)
     } catch (error) {
       if (!(error instanceof HttpError)) throw error
@@ -42,11 +53,27 @@ export function eventsRoute({ hub }: { hub: Hub }): (req: IncomingMessage, res: 
       // Proxies such as nginx would otherwise buffer the stream.
       'X-Accel-Buffering': 'no',
     })
+    // HEAD: the answer GET would start with, and no subscription behind it.
+    if (req.method === 'HEAD') {
+      res.end()
+      return true
+    }
     // A chat page (htmx) also gets the frames that keep its connection state
     // current; plain SSE clients see only messages and comment heartbeats.
-    const frames = req.headers['hx-request'] ? pageFrames : {}
+    const frames: StreamFrames = { ...(req.headers['hx-request'] ? pageFrames : {}), ephemeral: withPresence }
     res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
     req.socket.setNoDelay(true)
+    const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
+    const here = presence.join(chatId, session?.personId, session?.name)
+    if (withPresence) {
+      presence.watch(chatId)
+      // Who is here now, before any change: the frames after it are changes.
+      renderPeople(chatId).then((html) => !res.writableEnded && res.write(dataFrame(html)), () => {})
+    }
+    res.once('close', () => {
+      presence.leave(chatId, here)
+      if (withPresence) presence.unwatch(chatId)
+    })
     hub.subscribe(chatId, res, cursor, frames).catch(() => res.end())
     return true
   }

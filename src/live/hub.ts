@@ -24,6 +24,8 @@ export interface StreamFrames {
   heartbeat?: string
   /** Written just before the hub ends the stream with its reconnect hint. */
   farewell?: string
+  /** Wants ephemeral frames (who is here, who is typing): pages do, a plain curl only when it asks. */
+  ephemeral?: boolean
 }
 
 interface Subscriber {
@@ -34,6 +36,7 @@ interface Subscriber {
   sent: number
   /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
   catchingUp: boolean
+  ephemeral: boolean
 }
 
 interface ChatChannel {
@@ -121,7 +124,7 @@ export class Hub {
     const committedNow = cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true }
+    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false }
     chat.subscribers.add(subscriber)
     this.subscriberCount++
     res.once('close', () => this.unsubscribe(chat, subscriber))
@@ -175,6 +178,17 @@ export class Hub {
       this.broadcast(chat, run)
       if (run.length < fresh.length) this.fetchNew(chat)
     }
+  }
+
+  /**
+   * An ephemeral frame (no id: it never moves a cursor and is never
+   * replayed) to the chat's subscribers on this node that want them.
+   */
+  sendEphemeral(chatId: string, frame: string): void {
+    const chat = this.chats.get(chatId)
+    if (!chat) return
+    const bytes = Buffer.from(frame)
+    for (const subscriber of chat.subscribers) if (subscriber.ephemeral) this.write(chat, subscriber, bytes)
   }
 
   /** After the LISTEN connection came back: notifications may have been lost, so every chat catches up. */

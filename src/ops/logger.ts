@@ -48,12 +48,16 @@ function canPrettyPrint(): boolean {
  * id. The id is the only one the app has: pino-http binds it to every line
  * logged through req.log, the response carries it as X-Request-Id, and the
  * routes put it in command metadata, so it ends up on the events too. A
- * well-formed incoming X-Request-Id (from a proxy) is kept.
+ * well-formed incoming X-Request-Id is kept only when the request came
+ * through a proxy we trust (`fromTrustedProxy`, from "trust proxy"): from
+ * anyone else it would let a client choose what our logs and its events
+ * say, or make its requests look like someone else's.
  *
  * Lines carry method, URL (secrets removed), status and time, never
  * headers: cookies and Authorization stay out of the logs.
  */
-export function requestLogger(logger: Logger): RequestHandler {
+export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }: RequestLoggerProps = {}): RequestHandler {
+  const requestId = (req: IncomingMessage, res: ServerResponse) => requestIdOf(req, res, fromTrustedProxy(req))
   if (logger.level === 'silent') {
     // Nothing would be written: keep the request id, skip pino-http's per-request child logger.
     const withId: RequestHandler = (req, res, next) => {
@@ -87,9 +91,14 @@ export function requestLogger(logger: Logger): RequestHandler {
   return logging
 }
 
-/** A well-formed incoming X-Request-Id (from a proxy), or a new one; the response carries it. */
-function requestId(req: IncomingMessage, res: ServerResponse): string {
-  const incoming = req.headers['x-request-id']
+export interface RequestLoggerProps {
+  /** True when the request's peer is a proxy we trust; unset: nobody is. */
+  fromTrustedProxy?: (req: IncomingMessage) => boolean
+}
+
+/** A well-formed incoming X-Request-Id from a trusted proxy, or a new one; the response carries it. */
+function requestIdOf(req: IncomingMessage, res: ServerResponse, trusted: boolean): string {
+  const incoming = trusted ? req.headers['x-request-id'] : undefined
   const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID()
   res.setHeader('X-Request-Id', id)
   return id
@@ -100,16 +109,21 @@ function urlOf(req: IncomingMessage): string {
   return (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? ''
 }
 
-/** The URL with the values of secret query parameters replaced. */
+/**
+ * The URL with the values of secret query parameters replaced. Works on the
+ * query alone and never throws: it runs on whatever a client sent, such as
+ * `//a:99999/x?y`, which `new URL` would read as a host with a bad port.
+ */
 export function withoutSecrets(url: string): string {
-  if (!url.includes('?')) return url
-  const parsed = new URL(url, 'http://local')
+  const start = url.indexOf('?')
+  if (start < 0) return url
+  const query = new URLSearchParams(url.slice(start + 1))
   let changed = false
   for (const name of SECRET_PARAMS) {
-    if (parsed.searchParams.has(name)) {
-      parsed.searchParams.set(name, 'REDACTED')
+    if (query.has(name)) {
+      query.set(name, 'REDACTED')
       changed = true
     }
   }
-  return changed ? parsed.pathname + parsed.search : url
+  return changed ? `${url.slice(0, start)}?${query}` : url
 }

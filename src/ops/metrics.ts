@@ -5,6 +5,7 @@ import type { Outcome } from '../event-store/command-handler.js'
 import type { Listener } from '../db/listener.js'
 import type { StoredEvent } from '../event-store/event-store.js'
 import type { Hub } from '../live/hub.js'
+import type { Presence } from '../live/presence.js'
 import type { Projector } from '../projector/projector.js'
 import { LAG_COUNT_LIMIT } from './figures.js'
 import { LatencyWindow } from './latency-window.js'
@@ -17,7 +18,9 @@ export interface MetricsSources {
   hub: Hub
   projector: Projector
   listener: Listener
-  /** The node's sampler: projector lag and the log's size come from its latest sample, not from a query per scrape. */
+  /** Who is here: this node's people and frames are read from memory at scrape time. */
+  presence: Pick<Presence, 'localCount' | 'framesSent'>
+  /** The node's sampler: projector lag, the log's size and the people on all nodes come from its latest sample, not from a query per scrape. */
   sampler: Pick<DashboardSampler, 'current' | 'subscriberCount'>
 }
 
@@ -49,7 +52,7 @@ function processMetrics(): Registry {
  * @example
  * const metrics = new NodeMetrics()
  * new Hub({ ..., onPushed: metrics.pushed })
- * metrics.watch({ pool, hub, projector, listener, sampler })
+ * metrics.watch({ pool, hub, projector, listener, presence, sampler })
  * res.type(metrics.contentType).send(await metrics.text())
  */
 export class NodeMetrics {
@@ -57,6 +60,7 @@ export class NodeMetrics {
   private readonly registry: Registry
   private sources: MetricsSources | undefined
   private reconnectsCounted = 0
+  private presenceFramesCounted = 0
   /** Command request durations of the last 10 s, for the dashboard's p50/p99. */
   readonly commandLatency = new LatencyWindow({ windowMs: 10_000 })
 
@@ -159,7 +163,34 @@ export class NodeMetrics {
         if (events !== undefined) this.set(events)
       },
     })
+    new Gauge({
+      name: 'live_tea_presence_people_node',
+      help: 'People present in a chat on this node (an open stream; each once per chat however many tabs; anonymous readers count too).',
+      registers: own,
+      collect() {
+        const presence = sources()?.presence
+        if (presence) this.set(presence.localCount)
+      },
+    })
+    new Gauge({
+      name: 'live_tea_presence_people_all_nodes',
+      help: 'People present in a chat on every live node, each once per chat, as last counted by this node (one query per sample, none per scrape). NaN when the database could not be read.',
+      registers: own,
+      collect() {
+        this.set(sources()?.sampler.current?.peopleAllNodes ?? Number.NaN)
+      },
+    })
     const self = this
+    new Counter({
+      name: 'live_tea_presence_frames_total',
+      help: 'Presence frames this node sent: a chat\'s changed "who is here / who is typing" list, rendered once and written to its readers (at most one per chat per second).',
+      registers: own,
+      collect() {
+        const frames = sources()?.presence.framesSent ?? 0
+        if (frames > self.presenceFramesCounted) this.inc(frames - self.presenceFramesCounted)
+        self.presenceFramesCounted = frames
+      },
+    })
     new Counter({
       name: 'live_tea_listen_reconnects_total',
       help: 'Times the LISTEN connection came back after being lost.',

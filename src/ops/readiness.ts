@@ -17,6 +17,8 @@ export interface Readiness {
   /** Why not, in words an operator can act on; empty when ready. */
   reasons: string[]
   lag: ProjectorLag | undefined
+  /** The database's own error when it did not answer: for the log and for operators, not for anyone who asks. */
+  cause?: Error
 }
 
 /**
@@ -33,7 +35,7 @@ export async function checkReadiness(db: DB, projection: string, limits: Readine
   try {
     lag = await Promise.race([readProjectorLag(db, projection), timeout])
   } catch (error) {
-    return { ready: false, reasons: [`database unreachable: ${error instanceof Error ? error.message : String(error)}`], lag: undefined }
+    return { ready: false, reasons: ['database unreachable'], lag: undefined, cause: error instanceof Error ? error : new Error(String(error)) }
   } finally {
     clearTimeout(timer)
   }

@@ -23,9 +23,19 @@ const DASHBOARD_RETRY_MS = 2000
 export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies }: OpsRoutesDeps): Router {
   const router = Router()
 
-  router.get('/readyz', async (_req, res) => {
-    const { ready, reasons, lag } = await readiness()
+  const isOperator = operatorCheck(dashboardToken)
+  router.get('/readyz', async (req, res) => {
+    const { ready, reasons, lag, cause } = await readiness()
     res.set('Cache-Control', 'no-store').type('text')
+    if (cause) {
+      // The database's words can name hosts, users and databases: they go to
+      // the log, and to operators who present the token, not to anyone.
+      res.err = cause
+      const detail = isOperator(req)
+        ? cause.message
+        : `details are in the log${dashboardToken === undefined ? '' : ' (or here, for operators with the DASHBOARD_TOKEN)'}`
+      return void res.status(503).send(`not ready: ${reasons.join('; ')}: ${detail}\n`)
+    }
     if (!ready) return void res.status(503).send(`not ready: ${reasons.join('; ')}\n`)
     res.send(`ready: database answers; projector ${lag!.events} events, ${lag!.seconds.toFixed(1)} s behind\n`)
   })
@@ -83,8 +93,7 @@ export function operatorOnly(token: string | undefined, secureCookies: 'auto' | 
   const expectedCookie = token === undefined ? undefined : cookieValueFor(token)
   return (req: Request, res: Response, next: NextFunction) => {
     if (token === undefined) return next()
-    const cookie = req.cookies?.[OPS_COOKIE]
-    if (typeof cookie === 'string' && sameSecret(cookie, expectedCookie!)) return next()
+    if (hasOperatorCookie(req, expectedCookie!)) return next()
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1]
     const query = typeof req.query.token === 'string' ? req.query.token : undefined
     const presented = bearer ?? query
@@ -106,6 +115,21 @@ export function operatorOnly(token: string | undefined, secureCookies: 'auto' | 
     }
     next()
   }
+}
+
+/** Whether a request shows the token (cookie or Bearer), without asking for it: for answers that say more to operators. */
+function operatorCheck(token: string | undefined): (req: Request) => boolean {
+  if (token === undefined) return () => false
+  const expectedCookie = cookieValueFor(token)
+  return (req) => {
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1]
+    return hasOperatorCookie(req, expectedCookie) || (bearer !== undefined && sameSecret(bearer, token))
+  }
+}
+
+function hasOperatorCookie(req: Request, expectedCookie: string): boolean {
+  const cookie = req.cookies?.[OPS_COOKIE]
+  return typeof cookie === 'string' && sameSecret(cookie, expectedCookie)
 }
 
 function cookieValueFor(token: string): string {

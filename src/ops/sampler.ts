@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { DB } from '../db/database.js'
 import type { Hub } from '../live/hub.js'
+import type { Presence } from '../live/presence.js'
 import { countActiveChats, countEventsAfter, readProjectorLag, type LogCursor } from './figures.js'
 import type { LatencyWindow } from './latency-window.js'
 import { sparkline } from './sparkline.js'
@@ -23,6 +24,12 @@ export interface Sample {
   p99Ms: number | undefined
   /** Events in the log (all nodes). */
   events: number
+  /** People present in a chat on this node (a person in two chats counts twice, in two tabs of one chat once). */
+  peopleHere: number
+  /** People present in a chat across all live nodes (each person once per chat, however many nodes and tabs). */
+  peopleAllNodes: number
+  /** Presence frames (a chat's changed list, rendered once for its readers) this node sent per second since the previous sample; undefined on the first. */
+  presenceFramesPerSecond: number | undefined
 }
 
 export interface Figure {
@@ -45,6 +52,8 @@ export interface DashboardView {
 export interface DashboardSamplerProps {
   db: DB
   hub: Hub
+  /** Who is here: this node's count and frames from memory, all nodes' count from one query per sample. */
+  presence: Pick<Presence, 'localCount' | 'totalCount' | 'framesSent'>
   /** The projection whose lag is shown. */
   projection: string
   commandLatency: LatencyWindow
@@ -65,17 +74,18 @@ const MAX_BUFFERED_BYTES = 256 * 1024
  * One per node: reads the figures once per interval, keeps a short history,
  * renders the dashboard fragment once, and writes it to every open
  * dashboard stream. However many dashboards are open, the database sees the
- * same three small queries per interval. /metrics reads the latest sample
+ * same four small queries per interval. /metrics reads the latest sample
  * too, so a scrape costs no query either.
  *
  * @example
- * const sampler = new DashboardSampler({ db, hub, projection: 'messages', commandLatency, render })
+ * const sampler = new DashboardSampler({ db, hub, presence, projection: 'messages', commandLatency, render })
  * sampler.start()
  * sampler.subscribe(res)   // after writing the SSE headers
  */
 export class DashboardSampler {
   private readonly db: DB
   private readonly hub: Hub
+  private readonly presence: DashboardSamplerProps['presence']
   private readonly projection: string
   private readonly commandLatency: LatencyWindow
   private readonly render: DashboardSamplerProps['render']
@@ -89,6 +99,7 @@ export class DashboardSampler {
   private events = 0
   private messages = 0
   private countedAt: number | undefined
+  private presenceFramesCounted = 0
   private timer: NodeJS.Timeout | undefined
   private ticking: Promise<void> | undefined
   private stopped = true
@@ -97,9 +108,10 @@ export class DashboardSampler {
   /** The latest rendered fragment, sent to a dashboard as soon as it connects. */
   html: string
 
-  constructor({ db, hub, projection, commandLatency, render, intervalMs = 1000, historySize = 60, maxSubscribers = 100, onError = () => {} }: DashboardSamplerProps) {
+  constructor({ db, hub, presence, projection, commandLatency, render, intervalMs = 1000, historySize = 60, maxSubscribers = 100, onError = () => {} }: DashboardSamplerProps) {
     this.db = db
     this.hub = hub
+    this.presence = presence
     this.projection = projection
     this.commandLatency = commandLatency
     this.render = render
@@ -180,6 +192,8 @@ export class DashboardSampler {
             figure('latency-p50', 'Command latency p50', millis(latest.p50Ms), 'POST message, last 10 s, this node', series((s) => s.p50Ms)),
             figure('latency-p99', 'Command latency p99', millis(latest.p99Ms), 'POST message, last 10 s, this node', series((s) => s.p99Ms)),
             figure('events', 'Events in the log', whole(latest.events), 'all streams, all nodes', series((s) => s.events)),
+            figure('people-here', 'People here', whole(latest.peopleAllNodes), `in a chat, all nodes · ${whole(latest.peopleHere)} on this node`, series((s) => s.peopleAllNodes)),
+            figure('presence-frames-per-second', 'Presence frames per second', rate(latest.presenceFramesPerSecond), 'who is here / typing changes sent, this node', series((s) => s.presenceFramesPerSecond)),
           ]
         : [],
     }
@@ -198,10 +212,11 @@ export class DashboardSampler {
 
   private async tick(): Promise<void> {
     try {
-      const [lag, count, activeChats] = await Promise.all([
+      const [lag, count, activeChats, peopleAllNodes] = await Promise.all([
         readProjectorLag(this.db, this.projection),
         countEventsAfter(this.db, this.cursor),
         countActiveChats(this.db, ACTIVE_MINUTES),
+        this.presence.totalCount(),
       ])
       const now = performance.now()
       const first = this.countedAt === undefined
@@ -210,6 +225,9 @@ export class DashboardSampler {
       this.events += count.events
       this.messages += count.messages
       this.countedAt = now
+      const framesSent = this.presence.framesSent
+      const presenceFrames = framesSent - this.presenceFramesCounted
+      this.presenceFramesCounted = framesSent
       const [p50Ms, p99Ms] = this.commandLatency.percentiles([50, 99])
       this.record({
         at: new Date(),
@@ -222,6 +240,9 @@ export class DashboardSampler {
         p50Ms,
         p99Ms,
         events: this.events,
+        peopleHere: this.presence.localCount,
+        peopleAllNodes,
+        presenceFramesPerSecond: first || elapsedSeconds <= 0 ? undefined : presenceFrames / elapsedSeconds,
       })
       this.problem = undefined
     } catch (error) {

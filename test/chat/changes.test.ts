@@ -320,7 +320,7 @@ describe('htmx and plain forms', () => {
       .send({ content: typed, commandId: 'edit-1' })
     assert.equal(res.status, 422, res.text)
     assert.match(String(res.headers['content-type']), /text\/html/)
-    assert.match(res.text, new RegExp(`^<form class="message editing" id="message-htmx-edit-${id}"`))
+    assert.match(res.text, new RegExp(`^<form class="message editing" id="edit-htmx-edit-${id}"`))
     assert.ok(res.text.includes(`>a long &lt;b&gt;draft&lt;/b&gt; ${'x'.repeat(4000)}</textarea>`), 'the text as typed, escaped')
     assert.match(res.text, /role="alert">A message is at most 4000 characters/)
     assert.ok(res.text.includes('value="edit-1"'), 'the same command id, so a fixed retry is still one command')

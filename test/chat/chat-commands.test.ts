@@ -3,6 +3,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import { sql } from 'kysely'
 import request from 'supertest'
+import { BODY_LIMIT } from '../../src/app.js'
 import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
 import { chatHandler } from '../../src/chat/chat-commands.js'
 import { readStream } from '../../src/event-store/event-store.js'
@@ -91,7 +92,7 @@ describe('POST /chats/:chatId/messages', () => {
     { name: 'blank content', send: (req) => req.send({ content: '   \n ' }), status: 422, error: /empty/ },
     { name: 'missing content', send: (req) => req.send({}), status: 422, error: /empty/ },
     { name: 'content over 4000 characters', send: (req) => req.send({ content: 'x'.repeat(4001) }), status: 422, error: /at most 4000/ },
-    { name: 'a body over 16 KB', send: (req) => req.send({ content: 'x'.repeat(17_000) }), status: 413, error: /too large/ },
+    { name: 'a body over the limit', send: (req) => req.send({ content: 'x'.repeat(BODY_LIMIT) }), status: 413, error: /too large/ },
     { name: 'malformed JSON', send: (req) => req.set('content-type', 'application/json').send('{"content": "hi"'), status: 400, error: /not valid JSON/ },
     { name: 'a JSON array', send: (req) => req.send([{ content: 'hi' }]), status: 400, error: /JSON object/ },
     { name: 'content that is not a string', send: (req) => req.send({ content: 42 }), status: 400, error: /string/ },

@@ -38,7 +38,7 @@ describe('GET /dashboard', () => {
     assert.equal(figure(html, 'sse-subscribers'), '0')
     assert.match(figure(html, 'latency-p50')!, /^\d+(\.\d)? ms$/)
     assert.match(figure(html, 'latency-p99')!, /^\d+(\.\d)? ms$/)
-    assert.equal((html.match(/<svg class="sparkline"/g) ?? []).length, 7)
+    assert.equal((html.match(/<svg class="sparkline"/g) ?? []).length, 9)
     assert.match(html, /<polyline points="[\d., ]+"\/>/)
     assert.doesNotMatch(html, /<script(?![^>]*nonce=)/, 'every script carries the nonce')
     assert.doesNotMatch(html, /\sstyle=/, 'no inline style attributes: the CSP would block them')

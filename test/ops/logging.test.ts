@@ -18,7 +18,8 @@ const lines: LogLine[] = []
 let node: TestNode
 before(async () => {
   const logger = createLogger({ level: 'info', destination: { write: (line: string) => void lines.push(JSON.parse(line)) } })
-  node = await startTestNode({ logger, dashboardToken: 'log-secret-token' })
+  // The test client stands in for a proxy on loopback: only a trusted proxy's X-Request-Id is kept.
+  node = await startTestNode({ logger, dashboardToken: 'log-secret-token', trustProxy: ['loopback'] })
 })
 after(() => node.close())
 

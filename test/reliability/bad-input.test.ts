@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { sql } from 'kysely'
 import request from 'supertest'
+import { BODY_LIMIT } from '../../src/app.js'
 import { SESSION_COOKIE } from '../../src/http/session.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
@@ -30,7 +31,7 @@ const BAD_INPUTS: BadInput[] = [
   { name: 'blank content (htmx)', send: () => form('/chats/tea/messages').set('hx-request', 'true').send({ content: '   ' }), status: 422, says: /cannot be empty/ },
   { name: 'content over 4000 characters', send: () => json('/chats/tea/messages').send({ content: 'é'.repeat(4001) }), status: 422, says: /at most 4000/ },
   { name: 'a 1 MB body', send: () => json('/chats/tea/messages').send({ content: 'x'.repeat(1 << 20) }), status: 413, says: /too large/ },
-  { name: 'an oversized form body', send: () => form('/chats/tea/messages').send({ content: 'x'.repeat(20_000) }), status: 413, says: /too large/ },
+  { name: 'an oversized form body', send: () => form('/chats/tea/messages').send({ content: 'x'.repeat(BODY_LIMIT) }), status: 413, says: /too large/ },
   { name: 'malformed JSON', send: () => json('/chats/tea/messages').set('content-type', 'application/json').send('{"content":'), status: 400, says: /not valid JSON/ },
   { name: 'JSON that is not an object', send: () => json('/chats/tea/messages').set('content-type', 'application/json').send('"hello"'), status: 400, says: /JSON object|not valid JSON/ },
   { name: 'a wrong content type', send: () => json('/chats/tea/messages').set('content-type', 'text/csv').send('content,hi'), status: 415, says: /form|JSON/ },

@@ -21,10 +21,16 @@ after(async () => {
   await database.drop()
 })
 
-async function post(chatId: string, commandId: string, content: string) {
+/** A person's session: a retry is recognised as a repeat only when the same person sends it. */
+async function person(name: string): Promise<string> {
+  const session = await fetch(`${node.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) })
+  return session.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ')
+}
+
+async function post(cookie: string, chatId: string, commandId: string, content: string) {
   return fetch(`${node.url}/chats/${chatId}/messages`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', cookie },
     body: JSON.stringify({ content, commandId }),
   })
 }
@@ -39,8 +45,9 @@ test('while the database is away commands answer 503 with a clear message; after
   async function send(i: number, retryUntilAccepted: boolean): Promise<number> {
     const commandId = randomUUID()
     attempted.push(commandId)
+    const cookie = await person(`writer ${i}`)
     for (;;) {
-      const res = await post('outage', commandId, `message ${i}`).catch(() => undefined)
+      const res = await post(cookie, 'outage', commandId, `message ${i}`).catch(() => undefined)
       if (res?.status === 201) {
         acknowledged.set(commandId, ((await res.json()) as { version: number }).version)
         return 201
@@ -53,7 +60,7 @@ test('while the database is away commands answer 503 with a clear message; after
   for (let i = 0; i < 20; i++) await send(i, false)
   proxy.cut()
 
-  const res = await post('outage', randomUUID(), 'nobody hears this')
+  const res = await post(await person('nobody'), 'outage', randomUUID(), 'nobody hears this')
   assert.equal(res.status, 503)
   assert.match(((await res.json()) as { error: string }).error, /database is unreachable/)
   assert.ok(res.headers.get('retry-after'))

@@ -28,8 +28,9 @@ test('a node killed with SIGKILL mid-load: the other goes on, nothing acknowledg
 
   const acknowledged = new Map<string, number>()
   let attempts = 0
-  // A client that retries with the same commandId on any living node until it is answered.
-  async function send(content: string): Promise<void> {
+  // A client that retries with the same commandId, as the same person (its session cookie), on any
+  // living node until it is answered: a repeat is recognised per person.
+  async function send(cookie: string, content: string): Promise<void> {
     const commandId = randomUUID()
     for (let turn = 0; ; turn++) {
       const urls = living()
@@ -37,7 +38,7 @@ test('a node killed with SIGKILL mid-load: the other goes on, nothing acknowledg
       attempts++
       const res = await fetch(`${url}/chats/crash/messages`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', cookie },
         body: JSON.stringify({ content, commandId }),
       }).catch(() => undefined)
       if (res?.status === 201) return void acknowledged.set(commandId, ((await res.json()) as { version: number }).version)
@@ -46,8 +47,10 @@ test('a node killed with SIGKILL mid-load: the other goes on, nothing acknowledg
   }
 
   const writers = Array.from({ length: 20 }, async (_, writer) => {
+    const session = await fetch(`${b.url}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `writer ${writer}` }) })
+    const cookie = session.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ')
     for (let i = 0; i < 20; i++) {
-      await send(`w${writer} m${i}`)
+      await send(cookie, `w${writer} m${i}`)
       if (writer === 0 && i === 5) {
         // Mid-load, while the other writers are posting to both nodes.
         await a.kill('SIGKILL')

@@ -2,11 +2,12 @@ import { mkdir } from 'node:fs/promises'
 import { afterEach } from 'node:test'
 import { join, resolve } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import { CHROMIUM_PATH } from './chromium-path.js'
+
+export { CHROMIUM_PATH }
 
 /** Where tests leave screenshots (git-ignored). */
 export const RESULTS_DIR = resolve(import.meta.dirname, '..', '..', 'test-results')
-
-export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 
 /** Debian's Chromium, headless, with everything that phones home switched off. */
 export function launchChromium(): Promise<Browser> {

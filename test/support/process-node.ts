@@ -27,11 +27,12 @@ export async function freePort(): Promise<number> {
   })
 }
 
-export async function startProcessNode(databaseUrl: string, port?: number): Promise<ProcessNode> {
+/** `env` adds to (or overrides) the environment the process gets. */
+export async function startProcessNode(databaseUrl: string, port?: number, env: Record<string, string> = {}): Promise<ProcessNode> {
   port ??= await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), SESSION_SECRET, NODE_ENV: 'test', POSTS_PER_MINUTE_PER_ADDRESS: '0' },
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), SESSION_SECRET, NODE_ENV: 'test', POSTS_PER_MINUTE_PER_ADDRESS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''

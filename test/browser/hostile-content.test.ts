@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import type { Browser, Page } from 'playwright-core'
+import request from 'supertest'
+import { MAX_CONTENT_LENGTH } from '../../src/chat/chat.js'
+import { contextsPerTest, launchChromium, openPage, screenshot } from '../support/browser.js'
+import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
+
+/* Messages built to draw where they should not, in real Chromium on a real node. */
+
+let node: TestNode
+let browser: Browser
+
+before(async () => {
+  ;[node, browser] = await Promise.all([startTestNode(), launchChromium()])
+})
+after(async () => {
+  await browser?.close()
+  await node?.close()
+})
+const newContext = contextsPerTest(() => browser)
+
+type Box = { x: number; y: number; width: number; height: number }
+
+/** The pixels of a region of the page, as a PNG (equal pixels give equal bytes). */
+function pixels(page: Page, clip: Box): Promise<Buffer> {
+  return page.screenshot({ clip, animations: 'disabled' })
+}
+
+describe('a message of stacked combining marks', () => {
+  test(`${MAX_CONTENT_LENGTH} combining marks draw inside their own bubble, not over the messages around it`, async () => {
+    const chatId = 'zalgo'
+    const post = (content: string) => request(node.url).post(`/chats/${chatId}/messages`).send({ content }).expect(201)
+    await post('an ordinary message before')
+    // Half the marks stack upwards on one letter, half downwards on another: 4,000 characters in all.
+    const half = MAX_CONTENT_LENGTH / 2 - 1
+    const { body } = await post(`a${'\u0301'.repeat(half)}b${'\u0316'.repeat(half)}`)
+    await post('an ordinary message after')
+    await waitForProjection(node, chatId, body.version + 1)
+
+    const { page, problems } = await openPage(await newContext())
+    await page.goto(`${node.url}/chats/${chatId}`)
+    const bubble = (await page.locator(`#message-${chatId}-${body.version}`).boundingBox())!
+    const scroller = (await page.locator('.scroller').boundingBox())!
+    assert.ok(bubble.y - scroller.y > 100, 'room above the bubble for marks to (not) show in')
+    const above: Box = { x: scroller.x, y: scroller.y, width: scroller.width, height: bubble.y - scroller.y }
+    const below: Box = { x: scroller.x, y: bubble.y + bubble.height, width: scroller.width, height: scroller.y + scroller.height - (bubble.y + bubble.height) }
+
+    const withMarks = [await pixels(page, above), await pixels(page, below)]
+    await screenshot(page, 'zalgo-message')
+    // The same page with the message's text hidden: whatever differs outside the bubble was drawn by that text.
+    await page.locator(`#message-${chatId}-${body.version} .content`).evaluate((element) => ((element as unknown as { style: { visibility: string } }).style.visibility = 'hidden'))
+    const withoutMarks = [await pixels(page, above), await pixels(page, below)]
+    assert.ok(withMarks[0]!.equals(withoutMarks[0]!), 'the marks draw above their bubble, over other messages')
+    assert.ok(withMarks[1]!.equals(withoutMarks[1]!), 'the marks draw below their bubble, over other messages')
+    assert.deepEqual(problems, [])
+  })
+})
