@@ -205,7 +205,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       props.log?.('error', `${req.method} ${req.originalUrl} failed`, error)
     },
   })
-  const streams = eventsRoute({ hub, presence, sessionSecret: props.sessionSecret, renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }) })
+  const streams = eventsRoute({ hub, presence, visits, sessionSecret: props.sessionSecret, renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }) })
   // Express's default final handler would answer with the error's stack
   // outside production; nothing reaches it now, but if something ever does,
   // this answers instead, as plainly as a page that cannot be rendered.

@@ -95,6 +95,8 @@ export function chatRoutes({ db, chats, visits, presence, projectionWatch, rende
     try {
       const { version } = await chats.handle(command)
       presence.stoppedTyping(chatId, res.locals.personId)
+      // Writing in a room makes it one of yours (what you have read there is up to your pages and stream).
+      visits.seen(res.locals.personId, chatId, 0)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return sendComposer(res, chatId, freshComposer())
       await projectionWatch.until(db, chatId, version, PROJECTION_WAIT_MS)
@@ -271,11 +273,13 @@ export function chatRoutes({ db, chats, visits, presence, projectionWatch, rende
     const personId = res.locals.personId
     const [latest, lastSeen] = await Promise.all([latestMessages(chatId), visits.lastSeen(personId, chatId)])
     const firstNew = lastSeen === undefined || lastSeen >= latest.after ? undefined : await visits.firstUnseen(personId, chatId, lastSeen)
-    if (latest.after > 0) visits.seen(personId, chatId, latest.after)
+    // A visit counts from the first look, even at an empty room: it becomes one of the person's rooms.
+    visits.seen(personId, chatId, latest.after)
     return {
       title: `#${chatId}`,
       chatId,
       ...latest,
+      messagesHtml: firstNew === undefined ? latest.messagesHtml : withNewDivider(latest.messagesHtml, chatId, firstNew),
       firstNew,
       composer: { ...freshComposer(), ...composer },
       personId,
@@ -360,6 +364,17 @@ function typingLimiter(): (personId: string, address: string) => number {
     return 0
   }
   return (personId, address) => take(`person ${personId}`, 5, 1) || take(`address ${address}`, 60, 10)
+}
+
+/**
+ * The shared message list with this reader's "New" divider before the first
+ * message they have not seen. It has no id, so live frames upserted by id
+ * pass it by; it stays where the reader's visit began.
+ */
+function withNewDivider(html: string, chatId: string, messageId: number): string {
+  const at = html.indexOf(`<article class="message`, Math.max(0, html.indexOf(`id="message-${chatId}-${messageId}"`) - 80))
+  if (at < 0 || !html.slice(at, at + 200).includes(`id="message-${chatId}-${messageId}"`)) return html
+  return `${html.slice(0, at)}<p class="new-divider" role="separator" aria-label="New since your last visit"><span>New</span></p>${html.slice(at)}`
 }
 
 function messageUrl(chatId: string, messageId: number): string {

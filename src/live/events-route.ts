@@ -4,6 +4,7 @@ import { chatIdParam, versionParam } from '../http/params.js'
 import { sessionFromCookieHeader } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
 import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
+import type { Visits } from '../chat/visits.js'
 import type { Presence } from './presence.js'
 
 const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
@@ -25,7 +26,7 @@ const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
  * who is counted but not named. `?presence=1` also streams who is here and
  * who is typing, as frames without an id.
  */
-export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hub: Hub; presence: Presence; sessionSecret: string; renderPeople: (chatId: string) => Promise<string> }): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople }: { hub: Hub; presence: Presence; visits: Visits; sessionSecret: string; renderPeople: (chatId: string) => Promise<string> }): (req: IncomingMessage, res: ServerResponse) => boolean {
   const pageFrames = connectionFrames()
   return (req, res) => {
     const match = EVENTS_PATH.exec(req.url ?? '')
@@ -60,10 +61,15 @@ export function eventsRoute({ hub, presence, sessionSecret, renderPeople }: { hu
     }
     // A chat page (htmx) also gets the frames that keep its connection state
     // current; plain SSE clients see only messages and comment heartbeats.
-    const frames: StreamFrames = { ...(req.headers['hx-request'] ? pageFrames : {}), ephemeral: withPresence }
+    const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
+    const frames: StreamFrames = {
+      ...(req.headers['hx-request'] ? pageFrames : {}),
+      ephemeral: withPresence,
+      // What a person's stream delivered counts as seen, like the page they loaded.
+      delivered: session && ((version) => visits.seen(session.personId, chatId, version)),
+    }
     res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
     req.socket.setNoDelay(true)
-    const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
     const here = presence.join(chatId, session?.personId, session?.name)
     if (withPresence) {
       presence.watch(chatId)

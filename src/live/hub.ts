@@ -26,6 +26,8 @@ export interface StreamFrames {
   farewell?: string
   /** Wants ephemeral frames (who is here, who is typing): pages do, a plain curl only when it asks. */
   ephemeral?: boolean
+  /** Told the highest version written to this subscriber after each write ("new since your last visit"). */
+  delivered?: (version: number) => void
 }
 
 interface Subscriber {
@@ -37,6 +39,7 @@ interface Subscriber {
   /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
   catchingUp: boolean
   ephemeral: boolean
+  delivered: ((version: number) => void) | undefined
 }
 
 interface ChatChannel {
@@ -124,7 +127,7 @@ export class Hub {
     const committedNow = cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false }
+    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, delivered: frames.delivered }
     chat.subscribers.add(subscriber)
     this.subscriberCount++
     res.once('close', () => this.unsubscribe(chat, subscriber))
@@ -302,6 +305,7 @@ export class Hub {
         }
         this.write(chat, subscriber, frame)
         subscriber.sent = change.version
+        subscriber.delivered?.(change.version)
         pushed++
       }
       this.onPushed(pushed)
@@ -322,6 +326,7 @@ export class Hub {
       if (batch.length > 0) {
         this.write(chat, subscriber, batch.map((change) => toFrame(change.version, this.render(change.message))).join(''))
         subscriber.sent = batch[batch.length - 1]!.version
+        subscriber.delivered?.(subscriber.sent)
         this.onPushed(batch.length)
       }
       if (batch.length === CATCH_UP_BATCH) continue

@@ -131,7 +131,7 @@ export async function search(db: DB, query: string, { chatId, limit = SEARCH_LIM
   const { rows } = await sql<{ chat_id: string; message_id: number; sender: string; snippet: string; sent_at: Date }>`
     with q as (select websearch_to_tsquery('simple', ${query}) as query)
     select s.chat_id, s.message_id, s.sender, s.sent_at,
-           ts_headline('simple', s.content, q.query, ${`StartSel=${START}, StopSel=${STOP}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=" … "`}) as snippet
+           ts_headline('simple', s.content, q.query, ${`StartSel=${START}, StopSel=${STOP}, MaxWords=35, MinWords=15, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "`}) as snippet
     from search_index s, q
     where s.document @@ q.query ${chatId === undefined ? sql`` : sql`and s.chat_id = ${chatId}`}
     order by ts_rank(s.document, q.query) desc, s.sent_at desc
