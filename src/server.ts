@@ -6,7 +6,6 @@ import type { TrustProxy } from './config.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, sentMessage, type Change } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
 import { Visits } from './chat/visits.js'
-import { searchProjection } from './search/search-projection.js'
 import { chatHandler, type ChatHandler } from './chat/chat-commands.js'
 import { createDb, createPool } from './db/connect.js'
 import type { DB } from './db/database.js'
@@ -24,6 +23,7 @@ import { SILENT_LOGGER, withoutSecrets, type Logger } from './ops/logger.js'
 import { NodeMetrics } from './ops/metrics.js'
 import { checkReadiness, DEFAULT_READINESS, type ReadinessLimits } from './ops/readiness.js'
 import { DashboardSampler } from './ops/sampler.js'
+import { PROJECTIONS } from './projections.js'
 import { Projector } from './projector/projector.js'
 
 export const EVENTS_CHANNEL = 'events'
@@ -95,7 +95,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     projection: messagesProjection,
     onProjected: (batch, durationMs) => {
-      metrics.batchProjected(batch.count, durationMs)
+      metrics.batchProjected(messagesProjection.name, batch.count, durationMs)
       // This node's hub and waiting requests hear of it without the NOTIFY round trip.
       for (const [chatId, version] of batch.heads) {
         projectionWatch.projected(chatId, version)
@@ -104,15 +104,20 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     },
     onError: (error) => log('error', 'projector', error),
   })
-  // Further projections of the same log, each with its own checkpoint: one added to a running
+  // The other projections of the same log, each with its own checkpoint: one added to a running
   // system starts at the first event and backfills in batches while the app serves.
-  const searchProjector = new Projector({
-    db,
-    projection: searchProjection,
-    onProjected: (batch, durationMs) => metrics.batchProjected(batch.count, durationMs),
-    onError: (error) => log('error', 'search projector', error),
-  })
-  const projectors = [projector, searchProjector]
+  const projectors = [
+    projector,
+    ...PROJECTIONS.filter((projection) => projection !== messagesProjection).map(
+      (projection) =>
+        new Projector({
+          db,
+          projection,
+          onProjected: (batch, durationMs) => metrics.batchProjected(projection.name, batch.count, durationMs),
+          onError: (error) => log('error', `projector ${projection.name}`, error),
+        }),
+    ),
+  ]
   const wakeProjectors = () => projectors.forEach((each) => each.wake())
   const visits = new Visits({ db, onError: (error) => log('warn', 'visits', error) })
   const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error))
@@ -177,7 +182,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     hub,
     presence,
-    projection: projector.name,
+    projections: projectors.map((each) => each.name),
     commandLatency: metrics.commandLatency,
     render: dashboardRenderer(),
     onError: (error) => log('warn', 'dashboard sampler could not read the database', error),
@@ -197,7 +202,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     trustProxy: props.trustProxy,
     postsPerMinutePerAddress: props.postsPerMinutePerAddress,
     logger,
-    ops: { metrics, sampler, readiness: () => checkReadiness(db, projector.name, readinessLimits) },
+    ops: { metrics, sampler, readiness: () => checkReadiness(db, projectors.map((each) => each.name), readinessLimits) },
     dashboardToken: props.dashboardToken,
     // pino-http writes the failure, with the request id, on the request's own log line.
     onError: (error, req) => {
