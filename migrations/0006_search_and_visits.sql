@@ -4,14 +4,16 @@
 -- Search: one row per visible message, kept by the "search" projection
 -- (edits re-index, retractions delete). 'simple' is language-neutral: no
 -- stemming or stop words, so names and text in any language are found as
--- written.
+-- written. "<" is read as a space: PostgreSQL's parser would take "<b>" or
+-- "<script>" for HTML tags and leave them out, and people type text, not
+-- markup (search() reads the query and the headline's text the same way).
 create table search_index (
   chat_id    text not null,
   message_id bigint not null,
   sender     text not null,
   content    text not null,
   sent_at    timestamptz not null,
-  document   tsvector generated always as (to_tsvector('simple', sender || ' ' || content)) stored,
+  document   tsvector generated always as (to_tsvector('simple', translate(sender || ' ' || content, '<', ' '))) stored,
   primary key (chat_id, message_id)
 );
 create index search_index_document on search_index using gin (document);

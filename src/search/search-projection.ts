@@ -118,6 +118,15 @@ async function write(tx: Tx, entries: Entry[]): Promise<void> {
 /** Marks around matches that cannot occur in text people type (control characters are stripped from messages). */
 const START = '\u0001'
 const STOP = '\u0002'
+/**
+ * Stands in for "<" while PostgreSQL reads the text: its parser takes "<b>",
+ * "<script>" or "<!-- … -->" for HTML tags, which it leaves out of a
+ * document and strips from a headline. People type text, not markup: with
+ * "<" out of the way, what they wrote is found by its words and comes back
+ * whole in the snippet (escaped). The index's document does the same (a
+ * space there; see migration 0006).
+ */
+const LT = '\u0003'
 
 export const MAX_QUERY_LENGTH = 200
 export const SEARCH_LIMIT = 50
@@ -129,9 +138,9 @@ export const SEARCH_LIMIT = 50
  */
 export async function search(db: DB, query: string, { chatId, limit = SEARCH_LIMIT }: { chatId?: string; limit?: number } = {}): Promise<SearchResult[]> {
   const { rows } = await sql<{ chat_id: string; message_id: number; sender: string; snippet: string; sent_at: Date }>`
-    with q as (select websearch_to_tsquery('simple', ${query}) as query)
+    with q as (select websearch_to_tsquery('simple', translate(${query}, '<', ' ')) as query)
     select s.chat_id, s.message_id, s.sender, s.sent_at,
-           ts_headline('simple', s.content, q.query, ${`StartSel=${START}, StopSel=${STOP}, MaxWords=35, MinWords=15, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "`}) as snippet
+           ts_headline('simple', translate(s.content, '<', ${LT}), q.query, ${`StartSel=${START}, StopSel=${STOP}, MaxWords=35, MinWords=15, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "`}) as snippet
     from search_index s, q
     where s.document @@ q.query ${chatId === undefined ? sql`` : sql`and s.chat_id = ${chatId}`}
     order by ts_rank(s.document, q.query) desc, s.sent_at desc
@@ -141,7 +150,7 @@ export async function search(db: DB, query: string, { chatId, limit = SEARCH_LIM
     chatId: row.chat_id,
     messageId: Number(row.message_id),
     sender: row.sender,
-    snippet: escapeHtml(row.snippet).replaceAll(START, '<mark>').replaceAll(STOP, '</mark>'),
+    snippet: escapeHtml(row.snippet).replaceAll(LT, '&lt;').replaceAll(START, '<mark>').replaceAll(STOP, '</mark>'),
     sentAt: row.sent_at,
   }))
 }
