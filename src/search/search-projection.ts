@@ -128,6 +128,14 @@ const STOP = '\u0002'
  */
 const LT = '\u0003'
 
+/**
+ * A message up to this long is its own snippet, whole, with the matches
+ * marked. Longer ones show their best passages; a passage starts and ends
+ * at a word (PostgreSQL's fragments drop the punctuation around them, which
+ * on a short message reads as text cut off: "(tea)" came back as "tea").
+ */
+const WHOLE_UP_TO = 280
+
 export const MAX_QUERY_LENGTH = 200
 export const SEARCH_LIMIT = 50
 
@@ -140,7 +148,10 @@ export async function search(db: DB, query: string, { chatId, limit = SEARCH_LIM
   const { rows } = await sql<{ chat_id: string; message_id: number; sender: string; snippet: string; sent_at: Date }>`
     with q as (select websearch_to_tsquery('simple', translate(${query}, '<', ' ')) as query)
     select s.chat_id, s.message_id, s.sender, s.sent_at,
-           ts_headline('simple', translate(s.content, '<', ${LT}), q.query, ${`StartSel=${START}, StopSel=${STOP}, MaxWords=35, MinWords=15, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "`}) as snippet
+           case when char_length(s.content) <= ${WHOLE_UP_TO}
+                then ts_headline('simple', translate(s.content, '<', ${LT}), q.query, ${`StartSel=${START}, StopSel=${STOP}, HighlightAll=true`})
+                else ts_headline('simple', translate(s.content, '<', ${LT}), q.query, ${`StartSel=${START}, StopSel=${STOP}, MaxWords=35, MinWords=15, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "`})
+           end as snippet
     from search_index s, q
     where s.document @@ q.query ${chatId === undefined ? sql`` : sql`and s.chat_id = ${chatId}`}
     order by ts_rank(s.document, q.query) desc, s.sent_at desc
