@@ -395,8 +395,7 @@ describe('searching what people can see now', () => {
     assert.deepEqual(await ids('日本語の文章です'), [japanese], 'a CJK sentence without spaces is found whole')
     assert.deepEqual(await ids('日本語'), [], 'but not by a part of it: no CJK word splitting in "simple"')
     const [hit] = await found('мир', 'world')
-    // The whole message, as written, with the match marked (a headline ends at its last word: the final "." is not part of it).
-    assert.match(hit!.snippet, /^Привет, <mark>МИР<\/mark>! Чай готов\.?$/)
+    assert.equal(hit!.snippet, 'Привет, <mark>МИР</mark>! Чай готов.', 'a short message is its own snippet, whole, punctuation and all')
   })
 
   test('web search syntax: "a phrase", or, and -excluded', async () => {
@@ -433,6 +432,21 @@ describe('searching what people can see now', () => {
     assert.match(result!.sentAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
     const row = await node.db.selectFrom('messages').select('sent_at').where('chat_id', '=', 'shape').where('message_id', '=', id).executeTakeFirstOrThrow()
     assert.equal(result!.sentAt, row.sent_at.toISOString())
+  })
+
+  test('a short message is its own snippet, whole; a long one shows its best passages around the matches', async () => {
+    const short = await sent(ada, 'snippets', '(capybara) — really?\nyes: a capybara!')
+    const filler = (n: number, word: string) => Array.from({ length: n }, (_, i) => `${word}${i}`).join(' ')
+    const long = await sent(ada, 'snippets', `${filler(60, 'alpha')} the axolotl is here. ${filler(60, 'beta')} another axolotl there. ${filler(60, 'gamma')}`)
+    await untilResults('axolotl', (results) => results.some((r) => r.messageId === long), 2_000)
+    const [whole] = await found('capybara', 'snippets')
+    assert.equal(whole!.messageId, short)
+    assert.equal(whole!.snippet, '(<mark>capybara</mark>) — really?\nyes: a <mark>capybara</mark>!')
+    const [passages] = await found('axolotl', 'snippets')
+    assert.equal(passages!.snippet.match(/<mark>axolotl<\/mark>/g)?.length, 2, passages!.snippet)
+    assert.ok(passages!.snippet.includes(' … '), 'two passages, with a cut between them')
+    assert.ok(!passages!.snippet.includes('alpha0 ') && !passages!.snippet.includes('gamma59'), 'not the whole message')
+    assert.ok(passages!.snippet.split(/\s+/).length <= 2 * 35 + 2, `at most two passages of 35 words: ${passages!.snippet}`)
   })
 
   test('a snippet is escaped text with only <mark> as markup, on the page too', async () => {
