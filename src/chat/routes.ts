@@ -96,7 +96,8 @@ export function chatRoutes({ db, chats, visits, presence, projectionWatch, rende
       const { version } = await chats.handle(command)
       presence.stoppedTyping(chatId, res.locals.personId)
       // Writing in a room makes it one of yours (what you have read there is up to your pages and stream).
-      visits.seen(res.locals.personId, chatId, 0)
+      // Without a session the person was made up for this request (curl, a script): no row for someone who never comes back.
+      if (res.locals.hasSession) visits.seen(res.locals.personId, chatId, 0)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return sendComposer(res, chatId, freshComposer())
       await projectionWatch.until(db, chatId, version, PROJECTION_WAIT_MS)
@@ -274,7 +275,8 @@ export function chatRoutes({ db, chats, visits, presence, projectionWatch, rende
     const [latest, lastSeen] = await Promise.all([latestMessages(chatId), visits.lastSeen(personId, chatId)])
     const firstNew = lastSeen === undefined || lastSeen >= latest.after ? undefined : await visits.firstUnseen(personId, chatId, lastSeen)
     // A visit counts from the first look, even at an empty room: it becomes one of the person's rooms.
-    visits.seen(personId, chatId, latest.after)
+    // A request without a session (a crawler, curl) is a new made-up person each time: it is nobody's visit.
+    if (res.locals.hasSession) visits.seen(personId, chatId, latest.after)
     return {
       title: `#${chatId}`,
       chatId,
