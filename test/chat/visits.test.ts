@@ -219,6 +219,21 @@ describe('your rooms, not everyone\'s', () => {
     assert.ok(!(await home(dave)).includes('carol'), "nothing of carol's on dave's home page")
   })
 
+  test('a page or a post without a session cookie (curl, a crawler) records no visit: no row per request for someone who never comes back', async () => {
+    const chatId = 'cookieless'
+    for (let i = 0; i < 5; i++) await request(node.url).post(`/chats/${chatId}/messages`).send({ content: `from curl ${i}` }).expect(201)
+    await waitForProjection(node, chatId, 5)
+    for (let i = 0; i < 10; i++) await request(node.url).get(`/chats/${chatId}`).expect(200)
+    await node.visits.flush()
+    const rows = await node.db.selectFrom('visits').select('person_id').where('chat_id', '=', chatId).execute()
+    assert.equal(rows.length, 0, `${rows.length} visits written for requests that carried no session`)
+    // With the cookie the first page set, the next page is a visit.
+    const first = await request(node.url).get(`/chats/${chatId}`).expect(200)
+    const cookie = ([first.headers['set-cookie'] ?? []].flat() as string[]).find((line) => line.startsWith(`${SESSION_COOKIE}=`))!.split(';')[0]!
+    await request(node.url).get(`/chats/${chatId}`).set('cookie', cookie).expect(200)
+    assert.deepEqual(roomsOn((await request(node.url).get('/').set('cookie', cookie).expect(200)).text), [{ chatId, unread: 0 }])
+  })
+
   test('rooms are listed most recently visited first, and a first visit makes a room yours even when it is empty', async () => {
     const erin = await join('erin')
     await openChat(erin, 'room-aa')
