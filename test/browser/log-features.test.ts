@@ -236,3 +236,35 @@ describe('with JavaScript switched off', () => {
     assertNoProblems(page)
   })
 })
+
+describe('on a phone', () => {
+  for (const javaScriptEnabled of [true, false]) {
+    test(`the chat page with its search box, the results, the chat as of a message and the home page fit 390 px without sideways scrolling (JavaScript ${javaScriptEnabled ? 'on' : 'off'})`, async () => {
+      const chatId = `a-rather-long-room-name-${javaScriptEnabled ? 'js' : 'nojs'}`
+      const bob = await someone('Bob')
+      await bob.send(chatId, `a message with a long word: ${'tea'.repeat(30)} and pancakes`)
+      await waitForProjection(node, chatId, 1)
+      await untilSearchable(`pancakes`, javaScriptEnabled ? 1 : 2)
+      const context = await newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 1, isMobile: true, hasTouch: true, javaScriptEnabled })
+      const { page, problems } = await openPage(context)
+      const overflow = async (what: string) => {
+        const pixels = await page.evaluate('document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth')
+        assert.equal(pixels, 0, `${what}: no sideways scrolling`)
+      }
+      await page.goto(`${node.url}/`)
+      await page.goto(`${node.url}/chats/${chatId}`)
+      if (javaScriptEnabled) await waitUntilLive(page)
+      await overflow('chat')
+      const box = await page.locator('.chat-header .search-box input[name=q]').boundingBox()
+      assert.ok(box && box.width >= 100 && box.x + box.width <= 390, `the search box is on screen and usable: ${JSON.stringify(box)}`)
+      await screenshot(page, `chat-phone-search-box-${javaScriptEnabled ? 'js' : 'nojs'}`)
+      await searchFrom(page, '.chat-header .search-box', 'pancakes')
+      await overflow('search results')
+      await Promise.all([page.waitForURL(new RegExp(`/chats/${chatId}\\?at=1`)), page.locator('.result a').first().click()])
+      await overflow('the chat as of a message')
+      await page.goto(`${node.url}/`)
+      await overflow('home')
+      assert.deepEqual(problems, [])
+    })
+  }
+})

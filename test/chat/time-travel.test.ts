@@ -269,6 +269,19 @@ describe('a scripted history, at each of its versions', () => {
     assert.ok(live.text.includes('id="composer"') && live.text.includes('hx-sse:connect'))
   })
 
+  test("an edited message's history links each version to the chat as of it, where that version is what it says", async () => {
+    const reply = 3
+    const html = (await request(node.url).get(`/chats/${chatId}/messages/${reply}/history`).expect(200)).text
+    const links = [...html.matchAll(/<a class="when" href="([^"]+)"/g)].map((match) => unescapeHtml(match[1]!))
+    assert.deepEqual(links, [`/chats/${chatId}?at=3#message-${chatId}-3`, `/chats/${chatId}?at=11#message-${chatId}-3`])
+    const contents = []
+    for (const link of links) {
+      const page = await request(node.url).get(link.split('#')[0]!).expect(200)
+      contents.push(messagesOnPage(page.text, chatId).find((m) => m.messageId === reply)?.content)
+    }
+    assert.deepEqual(contents, ['hi alice, <b>bold</b> & "quoted"', 'hi alice!'])
+  })
+
   test('a version beyond the head is 404; version 0, negative, fractional or non-numeric versions are refused with a 4xx', async () => {
     for (const path of [`/chats/${chatId}?at=15`, `/chats/${chatId}/messages?at=15`, `/chats/${chatId}?at=999999999`, '/chats/never-used?at=1', '/chats/never-used/messages?at=1']) {
       const res = await request(node.url).get(path).set('accept', path.includes('/messages') ? 'application/json' : 'text/html')
