@@ -62,6 +62,13 @@ export class HubFullError extends HttpError {
 }
 
 const CATCH_UP_BATCH = 500
+/**
+ * A backlog goes out in pieces of about this many characters, each once the
+ * socket took the last: 500 frames can be far more than maxBufferedBytes
+ * (about 3 KB each, 4000-character messages more), and written at once they
+ * got the subscriber dropped as too slow, again on every reconnect.
+ */
+const CATCH_UP_PIECE = 64 * 1024
 const FETCH_RETRY_MS = 250
 const HEARTBEAT = ': heartbeat\n\n'
 
@@ -324,7 +331,15 @@ export class Hub {
       const batch = await changesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH)
       if (subscriber.res.writableEnded || subscriber.res.destroyed) return
       if (batch.length > 0) {
-        this.write(chat, subscriber, batch.map((change) => toFrame(change.version, this.render(change.message))).join(''))
+        let piece = ''
+        for (const change of batch) {
+          piece += toFrame(change.version, this.render(change.message))
+          if (piece.length < CATCH_UP_PIECE) continue
+          await written(subscriber.res, piece)
+          piece = ''
+        }
+        if (piece) await written(subscriber.res, piece)
+        if (subscriber.res.writableEnded || subscriber.res.destroyed) return
         subscriber.sent = batch[batch.length - 1]!.version
         subscriber.delivered?.(subscriber.sent)
         this.onPushed(batch.length)
@@ -352,6 +367,20 @@ export class Hub {
       for (const subscriber of chat.subscribers) subscriber.res.write(subscriber.heartbeat)
     }
   }
+}
+
+/** Writes, and resolves once the socket has taken it (or closed): a catch-up paces itself instead of buffering its whole backlog. */
+function written(res: ServerResponse, text: string): Promise<void> {
+  if (res.write(text) || res.writableEnded || res.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
 }
 
 /** One SSE message: `id:`, one `data:` line per line of HTML, a blank line. No `event:` name. */
