@@ -7,6 +7,7 @@ import { rateLimit } from 'express-rate-limit'
 import { MAX_CONTENT_LENGTH } from './chat/chat.js'
 import type { DB } from './db/database.js'
 import type { ChatHandler } from './chat/chat-commands.js'
+import type { Visits } from './chat/visits.js'
 import type { Presence } from './live/presence.js'
 import type { ProjectionWatch } from './chat/projection-watch.js'
 import { chatRoutes } from './chat/routes.js'
@@ -21,6 +22,8 @@ import { dashboardRoutes, probeRoutes, type OpsRoutesDeps } from './ops/routes.j
 export interface AppDeps {
   db: DB
   chats: ChatHandler
+  /** What each person has seen of each chat ("new since your last visit", their rooms). */
+  visits: Visits
   /** Who is here and who is typing, across nodes. */
   presence: Presence
   /** Lets a plain form post wait for its message to be projected before redirecting. */
@@ -162,7 +165,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
 
   if (ops) app.use(dashboardRoutes(ops))
-  app.use(chatRoutes({ db: deps.db, chats: deps.chats, presence: deps.presence, newChatsPerMinutePerAddress: deps.newChatsPerMinutePerAddress ?? 0, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
+  app.use(chatRoutes({ db: deps.db, chats: deps.chats, visits: deps.visits, presence: deps.presence, newChatsPerMinutePerAddress: deps.newChatsPerMinutePerAddress ?? 0, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))

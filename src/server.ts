@@ -5,6 +5,7 @@ import { createApp } from './app.js'
 import type { TrustProxy } from './config.js'
 import { messagesProjection, MESSAGES_CHANNEL, parseNotification, sentMessage, type Change } from './chat/messages-projection.js'
 import { ProjectionWatch } from './chat/projection-watch.js'
+import { Visits } from './chat/visits.js'
 import { chatHandler, type ChatHandler } from './chat/chat-commands.js'
 import { createDb, createPool } from './db/connect.js'
 import type { DB } from './db/database.js'
@@ -23,6 +24,7 @@ import { SILENT_LOGGER, withoutSecrets, type Logger } from './ops/logger.js'
 import { NodeMetrics } from './ops/metrics.js'
 import { checkReadiness, DEFAULT_READINESS, type ReadinessLimits } from './ops/readiness.js'
 import { DashboardSampler } from './ops/sampler.js'
+import { PROJECTIONS } from './projections.js'
 import { Projector } from './projector/projector.js'
 
 export const EVENTS_CHANNEL = 'events'
@@ -62,6 +64,9 @@ export interface AppNode {
   db: DB
   hub: Hub
   projector: Projector
+  /** Every projection's projector, the messages one first. */
+  projectors: Projector[]
+  visits: Visits
   listener: Listener
   chats: ChatHandler
   presence: Presence
@@ -97,7 +102,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     db,
     projection: messagesProjection,
     onProjected: (batch, durationMs) => {
-      metrics.batchProjected(batch.count, durationMs)
+      metrics.batchProjected(messagesProjection.name, batch.count, durationMs)
       // This node's hub and waiting requests hear of it without the NOTIFY round trip.
       for (const [chatId, version] of batch.heads) {
         projectionWatch.projected(chatId, version)
@@ -106,6 +111,22 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     },
     onError: (error) => log('error', 'projector', error),
   })
+  // The other projections of the same log, each with its own checkpoint: one added to a running
+  // system starts at the first event and backfills in batches while the app serves.
+  const projectors = [
+    projector,
+    ...PROJECTIONS.filter((projection) => projection !== messagesProjection).map(
+      (projection) =>
+        new Projector({
+          db,
+          projection,
+          onProjected: (batch, durationMs) => metrics.batchProjected(projection.name, batch.count, durationMs),
+          onError: (error) => log('error', `projector ${projection.name}`, error),
+        }),
+    ),
+  ]
+  const wakeProjectors = () => projectors.forEach((each) => each.wake())
+  const visits = new Visits({ db, onError: (error) => log('warn', 'visits', error) })
   const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error))
   const chats = chatHandler({
     db,
@@ -122,7 +143,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
         if (message) sent.push({ version: event.version, message })
       }
       hub.offer(sent)
-      projector.wake()
+      wakeProjectors()
       notifyEvents.hint()
     },
     onOutcome: metrics.commandOutcome,
@@ -142,7 +163,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     onError: (error) => log('warn', 'LISTEN connection lost; reconnecting', error),
   })
   listener.on('notification', (channel: string, payload: string) => {
-    if (channel === EVENTS_CHANNEL) return projector.wake()
+    if (channel === EVENTS_CHANNEL) return wakeProjectors()
     if (channel === PRESENCE_CHANNEL) {
       const changed = parsePresenceNotification(payload)
       // This node's own changes were shown as soon as they were written.
@@ -156,19 +177,19 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   })
   // Notifications sent while disconnected are gone: catch up on every (re)connect.
   listener.on('connected', () => {
-    projector.wake()
+    wakeProjectors()
     hub.resync()
     presence.changed('all')
   })
   await listener.start()
   await presence.start()
-  await projector.start()
+  for (const each of projectors) await each.start()
 
   const sampler = new DashboardSampler({
     db,
     hub,
     presence,
-    projection: projector.name,
+    projections: projectors.map((each) => each.name),
     commandLatency: metrics.commandLatency,
     render: dashboardRenderer(),
     onError: (error) => log('warn', 'dashboard sampler could not read the database', error),
@@ -180,6 +201,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const app = createApp({
     db,
     chats,
+    visits,
     presence,
     projectionWatch,
     renderMessage,
@@ -188,7 +210,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     postsPerMinutePerAddress: props.postsPerMinutePerAddress,
     newChatsPerMinutePerAddress: props.newChatsPerMinutePerAddress ?? 20,
     logger,
-    ops: { metrics, sampler, readiness: () => checkReadiness(db, projector.name, readinessLimits) },
+    ops: { metrics, sampler, readiness: () => checkReadiness(db, projectors.map((each) => each.name), readinessLimits) },
     dashboardToken: props.dashboardToken,
     // pino-http writes the failure, with the request id, on the request's own log line.
     onError: (error, req) => {
@@ -199,6 +221,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const streams = eventsRoute({
     hub,
     presence,
+    visits,
     sessionSecret: props.sessionSecret,
     renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }),
     clientOf: clientAddress(props.trustProxy),
@@ -261,7 +284,8 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       sampler.close()
       server.closeIdleConnections()
       await chats.drained()
-      await projector.stop()
+      for (const each of projectors) await each.stop()
+      await visits.flush().catch((error) => log('warn', 'visits', error))
       await presence.stop()
       await sampler.stop()
       await listener.stop()
@@ -272,5 +296,5 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       await pool.end()
     })())
 
-  return { server, url, pool, db, hub, projector, listener, chats, presence, metrics, sampler, stop }
+  return { server, url, pool, db, hub, projector, projectors, visits, listener, chats, presence, metrics, sampler, stop }
 }

@@ -101,6 +101,20 @@ function apply(message: Message, event: ChatEvent): void {
   ;(APPLY[event.type] as (message: Message, event: ChatEvent) => void)(message, event)
 }
 
+/**
+ * A message folded from its own events: its MessageSent, then the changes
+ * that name it, in version order. The same fold as the projection's, for
+ * views built from the log rather than the read model (time travel).
+ */
+export function foldMessage(sent: StoredEvent, changes: StoredEvent[]): Message {
+  const message = sentMessage(sent)!
+  for (const change of changes) {
+    apply(message, toChatEvent(change))
+    message.changedVersion = change.version
+  }
+  return message
+}
+
 interface BatchEvent extends StoredEvent {
   transactionId: string
   globalPosition: number

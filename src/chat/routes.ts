@@ -10,14 +10,17 @@ import { parseName, setSession } from '../http/session.js'
 import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../http/views.js'
 import { CHAT_ID_PATTERN, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
-import type { People } from '../live/presence.js'
-import { headVersion, messageById, messageJson, messagesBefore, recentChats, type Message } from './messages-projection.js'
-import type { Presence } from '../live/presence.js'
+import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
+import type { People, Presence } from '../live/presence.js'
+import { MAX_QUERY_LENGTH, search } from '../search/search-projection.js'
 import type { ProjectionWatch } from './projection-watch.js'
+import { chatAsOf } from './time-travel.js'
+import type { Visits } from './visits.js'
 
 export interface ChatRoutesDeps {
   db: DB
   chats: ChatHandler
+  visits: Visits
   presence: Presence
   /** Chats one client address may start per minute (0: no limit). */
   newChatsPerMinutePerAddress: number
@@ -30,7 +33,7 @@ export interface ChatRoutesDeps {
 export const PAGE_SIZE = 50
 
 /** Pages, commands and live streams of chats. Handlers parse, call, render; helpers below carry the rest. */
-export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
+export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAddress, projectionWatch, renderMessage, secureCookies, clock }: ChatRoutesDeps): Router {
   const router = Router()
   const latestPages = new LRUCache<string, LatestMessages>({ max: 1_000 })
   const secure = (req: Request) => (secureCookies === 'auto' ? req.secure : secureCookies)
@@ -49,7 +52,19 @@ export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, p
     // "Change" on a chat page comes here with its room filled in, so a new name lands back in that room.
     const room = typeof req.query.chatId === 'string' ? normalizeChatId(req.query.chatId) : ''
     const form = { name: res.locals.name, chatId: CHAT_ID_PATTERN.test(room) ? room : '' }
-    res.render('home', { title: 'Live Tea', chats: await recentChats(db), form, errors: {} })
+    res.render('home', { title: 'Live Tea', rooms: await visits.rooms(res.locals.personId), form, errors: {} })
+  })
+
+  /** Full-text search over what people can see now, across chats or within one (`chat=`). */
+  router.get('/search', async (req, res) => {
+    const query = typeof req.query.q === 'string' ? req.query.q.trim() : ''
+    if (query.length > MAX_QUERY_LENGTH) throw new HttpError(422, `A search is at most ${MAX_QUERY_LENGTH} characters.`)
+    const chat = typeof req.query.chat === 'string' && req.query.chat !== '' ? chatIdParam(req.query.chat) : undefined
+    const results = query === '' ? [] : await search(db, query, { chatId: chat })
+    if (wantsJson(req)) {
+      return void res.json({ query, results: results.map((r) => ({ chatId: r.chatId, messageId: r.messageId, sender: r.sender, snippet: r.snippet, sentAt: r.sentAt.toISOString() })) })
+    }
+    res.render('search', { title: query ? `“${query}” · search` : 'Search', query, chat, results })
   })
 
   router.post('/session', async (req, res) => {
@@ -63,7 +78,7 @@ export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, p
       res.status(422)
       if (wantsJson(req)) return void res.json({ error: Object.values(errors).join(' ') })
       const form = { name: String(body.name ?? ''), chatId: String(body.chatId ?? '') }
-      return res.render('home', { title: 'Live Tea', chats: await recentChats(db), form, errors })
+      return res.render('home', { title: 'Live Tea', rooms: await visits.rooms(res.locals.personId), form, errors })
     }
     setSession(res, (name as { name: string }).name, secure(req))
     const location = chatId ? `/chats/${chatId}` : safeBack(req)
@@ -73,6 +88,8 @@ export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, p
 
   router.get('/chats/:chatId', async (req, res) => {
     const chatId = chatIdFrom(req)
+    const at = versionParam(req.query.at, 'at')
+    if (at !== undefined) return res.render('chat-at', { title: `#${chatId} as of version ${at}`, ...(await timeTravel(chatId, at, undefined)) })
     res.render('chat', await chatPage(chatId, res, {}))
   })
 
@@ -87,6 +104,9 @@ export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, p
       }
       const { version } = await chats.handle(command)
       presence.stoppedTyping(chatId, res.locals.personId)
+      // Writing in a room makes it one of yours (what you have read there is up to your pages and stream).
+      // Without a session the person was made up for this request (curl, a script): no row for someone who never comes back.
+      if (res.locals.hasSession) visits.seen(res.locals.personId, chatId, 0)
       if (wantsJson(req)) return void res.status(201).json({ chatId, version })
       if (req.get('hx-request')) return sendComposer(res, chatId, freshComposer())
       await projectionWatch.until(db, chatId, version, PROJECTION_WAIT_MS)
@@ -104,6 +124,12 @@ export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, p
   router.get('/chats/:chatId/messages', async (req, res) => {
     const chatId = chatIdFrom(req)
     const before = versionParam(req.query.before, 'before')
+    const at = versionParam(req.query.at, 'at')
+    if (at !== undefined) {
+      const past = await timeTravel(chatId, at, before)
+      if (wantsJson(req)) return void res.json({ chatId, at, messages: past.messages.map(messageJson) })
+      return res.render(req.get('hx-request') ? 'partials/_older' : 'chat-at', { title: `#${chatId} as of version ${at}`, ...past })
+    }
     const messages = await messagesBefore(db, chatId, before, PAGE_SIZE)
     if (wantsJson(req)) return void res.json({ chatId, messages: messages.map(messageJson) })
     // htmx swaps the fragment in place; without JavaScript the same link opens a page.
@@ -252,14 +278,29 @@ export function chatRoutes({ db, chats, presence, newChatsPerMinutePerAddress, p
     return message
   }
 
-  /** Everything the chat page shows: the latest messages, the composer, where the stream resumes. */
+  /** The chat as of a version, from the log (read-only: no composer, no stream). */
+  async function timeTravel(chatId: string, at: number, before: number | undefined) {
+    const past = await chatAsOf(db, chatId, at, { before, limit: PAGE_SIZE })
+    if (!past) throw new HttpError(404, `#${chatId} has no version ${at}.`)
+    return { ...past, at, olderQuery: `at=${at}&`, messagesHtml: past.messages.map(renderMessage).join(''), first: past.messages[0]?.messageId ?? 0 }
+  }
+
+  /** Everything the chat page shows: the latest messages, the composer, where the stream resumes, and what is new to this reader. */
   async function chatPage(chatId: string, res: Response, composer: Partial<Composer>) {
+    const personId = res.locals.personId
+    const [latest, lastSeen] = await Promise.all([latestMessages(chatId), visits.lastSeen(personId, chatId)])
+    const firstNew = lastSeen === undefined || lastSeen >= latest.after ? undefined : await visits.firstUnseen(personId, chatId, lastSeen)
+    // A visit counts from the first look, even at an empty room: it becomes one of the person's rooms.
+    // A request without a session (a crawler, curl) is a new made-up person each time: it is nobody's visit.
+    if (res.locals.hasSession) visits.seen(personId, chatId, latest.after)
     return {
       title: `#${chatId}`,
       chatId,
-      ...(await latestMessages(chatId)),
+      ...latest,
+      messagesHtml: firstNew === undefined ? latest.messagesHtml : withNewDivider(latest.messagesHtml, chatId, firstNew),
+      firstNew,
       composer: { ...freshComposer(), ...composer },
-      personId: res.locals.personId,
+      personId,
       people: await presence.people(chatId),
     }
   }
@@ -332,6 +373,17 @@ function typingLimiter(): (personId: string, address: string) => number {
   const people = new RateBuckets(5, 1)
   const addresses = new RateBuckets(60, 10)
   return (personId, address) => people.take(personId) || addresses.take(address)
+}
+
+/**
+ * The shared message list with this reader's "New" divider before the first
+ * message they have not seen. It has no id, so live frames upserted by id
+ * pass it by; it stays where the reader's visit began.
+ */
+function withNewDivider(html: string, chatId: string, messageId: number): string {
+  const at = html.indexOf(`<article class="message`, Math.max(0, html.indexOf(`id="message-${chatId}-${messageId}"`) - 80))
+  if (at < 0 || !html.slice(at, at + 200).includes(`id="message-${chatId}-${messageId}"`)) return html
+  return `${html.slice(0, at)}<p class="new-divider" role="separator" aria-label="New since your last visit"><span>New</span></p>${html.slice(at)}`
 }
 
 function messageUrl(chatId: string, messageId: number): string {

@@ -57,6 +57,22 @@ export interface ChatsTable {
   last_sent_at: ColumnType<Date, Date | string, Date | string>
 }
 
+export interface SearchIndexTable {
+  chat_id: string
+  message_id: BigIntColumn
+  sender: string
+  content: string
+  sent_at: Timestamp
+  document: Generated<string>
+}
+
+export interface VisitsTable {
+  person_id: string
+  chat_id: string
+  seen_version: BigIntColumn
+  visited_at: Generated<Date>
+}
+
 export interface ProjectorCheckpointsTable {
   name: string
   last_txid: Generated<string>
@@ -69,6 +85,8 @@ export interface Database {
   events: EventsTable
   messages: MessagesTable
   chat_changes: ChatChangesTable
+  search_index: SearchIndexTable
+  visits: VisitsTable
   chats: ChatsTable
   projector_checkpoints: ProjectorCheckpointsTable
 }

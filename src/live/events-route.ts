@@ -5,6 +5,7 @@ import { PerClient } from '../http/client-address.js'
 import { sessionFromCookieHeader } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
 import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
+import type { Visits } from '../chat/visits.js'
 import type { Presence } from './presence.js'
 
 const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
@@ -29,6 +30,7 @@ const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
 export interface EventsRouteProps {
   hub: Hub
   presence: Presence
+  visits: Visits
   sessionSecret: string
   renderPeople: (chatId: string) => Promise<string>
   /** The client's address, as Express reads it with the same trust-proxy setting. */
@@ -37,7 +39,7 @@ export interface EventsRouteProps {
   maxStreamsPerAddress: number
 }
 
-export function eventsRoute({ hub, presence, sessionSecret, renderPeople, clientOf, maxStreamsPerAddress }: EventsRouteProps): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople, clientOf, maxStreamsPerAddress }: EventsRouteProps): (req: IncomingMessage, res: ServerResponse) => boolean {
   const pageFrames = connectionFrames()
   // No single address can take the streams everyone shares (MAX_SUBSCRIBERS).
   const streamsHeld = new PerClient(maxStreamsPerAddress)
@@ -78,10 +80,15 @@ export function eventsRoute({ hub, presence, sessionSecret, renderPeople, client
     }
     // A chat page (htmx) also gets the frames that keep its connection state
     // current; plain SSE clients see only messages and comment heartbeats.
-    const frames: StreamFrames = { ...(req.headers['hx-request'] ? pageFrames : {}), ephemeral: withPresence }
+    const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
+    const frames: StreamFrames = {
+      ...(req.headers['hx-request'] ? pageFrames : {}),
+      ephemeral: withPresence,
+      // What a person's stream delivered counts as seen, like the page they loaded.
+      delivered: session && ((version) => visits.seen(session.personId, chatId, version)),
+    }
     res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
     req.socket.setNoDelay(true)
-    const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
     const here = presence.join(chatId, session?.personId, session?.name)
     if (withPresence) {
       presence.watch(chatId)

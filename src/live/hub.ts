@@ -28,6 +28,8 @@ export interface StreamFrames {
   farewell?: string
   /** Wants ephemeral frames (who is here, who is typing): pages do, a plain curl only when it asks. */
   ephemeral?: boolean
+  /** Told the highest version written to this subscriber after each write ("new since your last visit"). */
+  delivered?: (version: number) => void
 }
 
 interface Subscriber {
@@ -41,6 +43,7 @@ interface Subscriber {
   ephemeral: boolean
   /** Which slice of the heartbeat period this subscriber's heartbeat falls in. */
   beatSlot: number
+  delivered: ((version: number) => void) | undefined
 }
 
 interface ChatChannel {
@@ -142,7 +145,7 @@ export class Hub {
     const committedNow = cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES }
+    const subscriber: Subscriber = { res, heartbeat: frames.heartbeat ?? HEARTBEAT, farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES, delivered: frames.delivered }
     chat.subscribers.add(subscriber)
     this.subscriberCount++
     res.once('close', () => this.unsubscribe(chat, subscriber))
@@ -320,6 +323,7 @@ export class Hub {
         }
         this.write(chat, subscriber, frame)
         subscriber.sent = change.version
+        subscriber.delivered?.(change.version)
         pushed++
       }
       this.onPushed(pushed)
@@ -343,6 +347,7 @@ export class Hub {
       for (const change of batch) {
         res.write(toFrame(change.version, this.render(change.message)))
         subscriber.sent = change.version
+        subscriber.delivered?.(change.version)
         this.onPushed(1)
         // Backpressure: the next frame goes out only once the socket took the
         // last ones, so a client that never reads holds a few frames, not the
@@ -379,6 +384,7 @@ export class Hub {
     }
   }
 }
+
 
 /** One SSE message: `id:`, one `data:` line per line of HTML, a blank line. No `event:` name. */
 export function toFrame(id: number, html: string): string {

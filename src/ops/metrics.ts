@@ -21,7 +21,7 @@ export interface MetricsSources {
   /** Who is here: this node's people and frames are read from memory at scrape time. */
   presence: Pick<Presence, 'localCount' | 'framesSent'>
   /** The node's sampler: projector lag, the log's size and the people on all nodes come from its latest sample, not from a query per scrape. */
-  sampler: Pick<DashboardSampler, 'current' | 'subscriberCount'>
+  sampler: Pick<DashboardSampler, 'current' | 'subscriberCount' | 'projectionNames'>
 }
 
 /** The route whose request durations are the command latency on the dashboard. */
@@ -85,12 +85,14 @@ export class NodeMetrics {
   })
   private readonly projected = new Counter({
     name: 'live_tea_projector_events_total',
-    help: 'Events this node projected into the read model.',
+    help: 'Events this node projected, per projection.',
+    labelNames: ['projection'] as const,
     registers: [this.own],
   })
   private readonly batchDuration = new Histogram({
     name: 'live_tea_projector_batch_duration_seconds',
-    help: 'Duration of one projector batch transaction on this node.',
+    help: 'Duration of one projector batch transaction on this node, per projection.',
+    labelNames: ['projection'] as const,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.own],
   })
@@ -129,22 +131,24 @@ export class NodeMetrics {
         this.set(sources()?.sampler.subscriberCount ?? 0)
       },
     })
-    new Gauge({
-      name: 'live_tea_projector_lag_events',
-      help: `Committed events not yet in the read model (counted exactly up to ${LAG_COUNT_LIMIT}, estimated from positions above). NaN when the database could not be read.`,
-      registers: own,
-      collect() {
-        this.set(sources()?.sampler.current?.lagEvents ?? Number.NaN)
-      },
-    })
-    new Gauge({
-      name: 'live_tea_projector_lag_seconds',
-      help: 'Age of the oldest event not yet in the read model; 0 when caught up. NaN when the database could not be read.',
-      registers: own,
-      collect() {
-        this.set(sources()?.sampler.current?.lagSeconds ?? Number.NaN)
-      },
-    })
+    // Per projection; NaN for all while the database cannot be read.
+    const lagGauge = (name: string, help: string, pick: (lag: { events: number; seconds: number }) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['projection'] as const,
+        registers: own,
+        collect() {
+          const sampler = sources()?.sampler
+          const current = sampler?.current
+          for (const projection of sampler?.projectionNames ?? []) {
+            const lag = current?.lags.find((each) => each.projection === projection)
+            this.set({ projection }, lag ? pick(lag) : Number.NaN)
+          }
+        },
+      })
+    lagGauge('live_tea_projector_lag_events', `Committed events a projection has not read yet (counted exactly up to ${LAG_COUNT_LIMIT}, estimated from positions above).`, (lag) => lag.events)
+    lagGauge('live_tea_projector_lag_seconds', 'Age of the oldest event a projection has not read yet; 0 when caught up.', (lag) => lag.seconds)
     new Gauge({
       name: 'live_tea_projector_checkpoint_position',
       help: 'Global position of the last event this node projected.',
@@ -253,9 +257,9 @@ export class NodeMetrics {
     for (const [type, count] of byType) this.appended.inc({ type }, count)
   }
 
-  readonly batchProjected = (events: number, durationMs: number): void => {
-    this.projected.inc(events)
-    this.batchDuration.observe(durationMs / 1000)
+  readonly batchProjected = (projection: string, events: number, durationMs: number): void => {
+    this.projected.inc({ projection }, events)
+    this.batchDuration.observe({ projection }, durationMs / 1000)
   }
 
   readonly pushed = (frames: number): void => {

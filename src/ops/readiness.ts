@@ -16,33 +16,42 @@ export interface Readiness {
   ready: boolean
   /** Why not, in words an operator can act on; empty when ready. */
   reasons: string[]
+  /** The lag of the projection that gates readiness (the one pages and streams are served from). */
   lag: ProjectorLag | undefined
+  /** Every projection's lag, the gating one first. */
+  lags: { projection: string; lag: ProjectorLag }[]
   /** The database's own error when it did not answer: for the log and for operators, not for anyone who asks. */
   cause?: Error
 }
 
 /**
- * Ready means: the database answers, and the read model is fresh enough to
- * serve. Lag is read live from the database (one checkpoint-relative query),
- * so it holds whichever node's projector is doing the work.
+ * Ready means: the database answers, and the read model pages and streams are
+ * served from (the first projection) is fresh enough. Other projections are
+ * reported but do not gate: a search index added to a running system
+ * backfills from the first event for as long as that takes, and taking every
+ * node out of the load balancer meanwhile would serve nobody; search answers
+ * what is indexed so far. Lag is read live from the database (one
+ * checkpoint-relative query per projection), so it holds whichever node's
+ * projector is doing the work.
  */
-export async function checkReadiness(db: DB, projection: string, limits: ReadinessLimits): Promise<Readiness> {
+export async function checkReadiness(db: DB, projections: string[], limits: ReadinessLimits): Promise<Readiness> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${limits.timeoutMs} ms`)), limits.timeoutMs)
   })
-  let lag: ProjectorLag
+  let lags: { projection: string; lag: ProjectorLag }[]
   try {
-    lag = await Promise.race([readProjectorLag(db, projection), timeout])
+    lags = await Promise.race([Promise.all(projections.map(async (projection) => ({ projection, lag: await readProjectorLag(db, projection) }))), timeout])
   } catch (error) {
-    return { ready: false, reasons: ['database unreachable'], lag: undefined, cause: error instanceof Error ? error : new Error(String(error)) }
+    return { ready: false, reasons: ['database unreachable'], lag: undefined, lags: [], cause: error instanceof Error ? error : new Error(String(error)) }
   } finally {
     clearTimeout(timer)
   }
+  const { projection, lag } = lags[0]!
   const reasons: string[] = []
   if (lag.events > limits.maxLagEvents) reasons.push(`projector "${projection}" is ${lag.events} events behind (limit ${limits.maxLagEvents})`)
   if (lag.seconds > limits.maxLagSeconds) {
     reasons.push(`projector "${projection}" is ${lag.seconds.toFixed(1)} s behind: its oldest unprojected event is that old (limit ${limits.maxLagSeconds} s)`)
   }
-  return { ready: reasons.length === 0, reasons, lag }
+  return { ready: reasons.length === 0, reasons, lag, lags }
 }

@@ -28,7 +28,7 @@ export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies 
 
   const isOperator = operatorCheck(dashboardToken)
   router.get('/readyz', async (req, res) => {
-    const { ready, reasons, lag, cause } = await readiness()
+    const { ready, reasons, lag, lags, cause } = await readiness()
     res.set('Cache-Control', 'no-store').type('text')
     if (cause) {
       // The database's words can name hosts, users and databases: they go to
@@ -39,8 +39,10 @@ export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies 
         : `details are in the log${dashboardToken === undefined ? '' : ' (or here, for operators with the DASHBOARD_TOKEN)'}`
       return void res.status(503).send(`not ready: ${reasons.join('; ')}: ${detail}\n`)
     }
-    if (!ready) return void res.status(503).send(`not ready: ${reasons.join('; ')}\n`)
-    res.send(`ready: database answers; projector ${lag!.events} events, ${lag!.seconds.toFixed(1)} s behind\n`)
+    // Every projection's lag, the gating one first; the others (a search index backfilling) are information.
+    const others = lags.slice(1).map(({ projection, lag }) => `; ${projection} ${lag.events} events, ${lag.seconds.toFixed(1)} s behind (does not gate)`).join('')
+    if (!ready) return void res.status(503).send(`not ready: ${reasons.join('; ')}${others}\n`)
+    res.send(`ready: database answers; projector ${lag!.events} events, ${lag!.seconds.toFixed(1)} s behind${others}\n`)
   })
 
   router.get('/metrics', operatorOnly(dashboardToken, secureCookies), async (_req, res) => {

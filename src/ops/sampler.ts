@@ -17,8 +17,11 @@ export interface Sample {
   watchedChats: number
   /** Open chat streams on this node. */
   subscribers: number
+  /** The first projection's lag (the one pages and streams are served from). */
   lagEvents: number
   lagSeconds: number
+  /** Every projection's lag, in the order given. */
+  lags: { projection: string; events: number; seconds: number }[]
   /** Command (POST message) latency on this node over the last 10 s. */
   p50Ms: number | undefined
   p99Ms: number | undefined
@@ -54,8 +57,8 @@ export interface DashboardSamplerProps {
   hub: Hub
   /** Who is here: this node's count and frames from memory, all nodes' count from one query per sample. */
   presence: Pick<Presence, 'localCount' | 'totalCount' | 'framesSent'>
-  /** The projection whose lag is shown. */
-  projection: string
+  /** The projections whose lag is shown, the one pages are served from first. */
+  projections: string[]
   commandLatency: LatencyWindow
   /** Renders the figures fragment; called once per sample, whatever the number of dashboards open. */
   render: (view: DashboardView) => string
@@ -86,7 +89,7 @@ export class DashboardSampler {
   private readonly db: DB
   private readonly hub: Hub
   private readonly presence: DashboardSamplerProps['presence']
-  private readonly projection: string
+  private readonly projections: string[]
   private readonly commandLatency: LatencyWindow
   private readonly render: DashboardSamplerProps['render']
   private readonly intervalMs: number
@@ -108,11 +111,11 @@ export class DashboardSampler {
   /** The latest rendered fragment, sent to a dashboard as soon as it connects. */
   html: string
 
-  constructor({ db, hub, presence, projection, commandLatency, render, intervalMs = 1000, historySize = 60, maxSubscribers = 100, onError = () => {} }: DashboardSamplerProps) {
+  constructor({ db, hub, presence, projections, commandLatency, render, intervalMs = 1000, historySize = 60, maxSubscribers = 100, onError = () => {} }: DashboardSamplerProps) {
     this.db = db
     this.hub = hub
     this.presence = presence
-    this.projection = projection
+    this.projections = projections
     this.commandLatency = commandLatency
     this.render = render
     this.intervalMs = intervalMs
@@ -129,6 +132,11 @@ export class DashboardSampler {
   /** The latest sample, or undefined while the database cannot be read (so nothing stale passes for current). */
   get current(): Sample | undefined {
     return this.problem ? undefined : this.latest
+  }
+
+  /** The projections this sampler reads the lag of. */
+  get projectionNames(): string[] {
+    return this.projections
   }
 
   get subscriberCount(): number {
@@ -188,7 +196,15 @@ export class DashboardSampler {
             figure('messages-per-second', 'Messages per second', rate(latest.messagesPerSecond), 'committed, all nodes', series((s) => s.messagesPerSecond)),
             figure('active-chats', 'Active chats', whole(latest.activeChats), `a message in the last ${ACTIVE_MINUTES} min · ${whole(latest.watchedChats)} watched here`, series((s) => s.activeChats)),
             figure('sse-subscribers', 'SSE subscribers', whole(latest.subscribers), 'open chat streams on this node', series((s) => s.subscribers)),
-            figure('projector-lag', 'Projector lag', `${whole(latest.lagEvents)} events`, `oldest waiting ${seconds(latest.lagSeconds)}`, series((s) => s.lagEvents)),
+            ...latest.lags.map((lag, index) =>
+              figure(
+                index === 0 ? 'projector-lag' : `projector-lag-${lag.projection}`,
+                `Projector lag: ${lag.projection}`,
+                `${whole(lag.events)} events`,
+                `oldest waiting ${seconds(lag.seconds)}`,
+                series((s) => s.lags[index]?.events),
+              ),
+            ),
             figure('latency-p50', 'Command latency p50', millis(latest.p50Ms), 'POST message, last 10 s, this node', series((s) => s.p50Ms)),
             figure('latency-p99', 'Command latency p99', millis(latest.p99Ms), 'POST message, last 10 s, this node', series((s) => s.p99Ms)),
             figure('events', 'Events in the log', whole(latest.events), 'all streams, all nodes', series((s) => s.events)),
@@ -212,8 +228,8 @@ export class DashboardSampler {
 
   private async tick(): Promise<void> {
     try {
-      const [lag, count, activeChats, peopleAllNodes] = await Promise.all([
-        readProjectorLag(this.db, this.projection),
+      const [lags, count, activeChats, peopleAllNodes] = await Promise.all([
+        Promise.all(this.projections.map(async (projection) => ({ projection, ...(await readProjectorLag(this.db, projection)) }))),
         countEventsAfter(this.db, this.cursor),
         countActiveChats(this.db, ACTIVE_MINUTES),
         this.presence.totalCount(),
@@ -235,8 +251,9 @@ export class DashboardSampler {
         activeChats,
         watchedChats: this.hub.chatCount,
         subscribers: this.hub.subscriberCount,
-        lagEvents: lag.events,
-        lagSeconds: lag.seconds,
+        lagEvents: lags[0]!.events,
+        lagSeconds: lags[0]!.seconds,
+        lags,
         p50Ms,
         p99Ms,
         events: this.events,

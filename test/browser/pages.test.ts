@@ -60,14 +60,18 @@ describe('the home page', () => {
     assert.deepEqual(problems.filter((line) => !/status of 422/.test(line)), [])
   })
 
-  test('lists the recently active rooms, the latest first, each a link into the room', async () => {
+  test('lists the rooms this person visited, the latest first, each a link into the room; not other people\'s', async () => {
     await apiPost('quiet-room', 'a while ago')
     await apiPost('busy-room', 'just now')
+    await apiPost('someone-elses-room', 'not for you')
     await waitForProjection(node, 'busy-room', 1)
     const { page } = await openPage(await newContext())
+    await page.goto(`${node.url}/chats/quiet-room`)
+    await page.goto(`${node.url}/chats/busy-room`)
     await page.goto(`${node.url}/`)
     const rooms = await page.locator('.rooms a').allInnerTexts()
     assert.ok(rooms.indexOf('#busy-room') >= 0 && rooms.indexOf('#busy-room') < rooms.indexOf('#quiet-room'), rooms.join(', '))
+    assert.ok(!rooms.includes('#someone-elses-room'), 'a room this person never visited is not listed')
     await page.getByRole('link', { name: '#busy-room' }).click()
     await page.waitForURL(`${node.url}/chats/busy-room`)
     assert.deepEqual(await messageIds(page), ['message-busy-room-1'])

@@ -38,7 +38,9 @@ describe('GET /dashboard', () => {
     assert.equal(figure(html, 'sse-subscribers'), '0')
     assert.match(figure(html, 'latency-p50')!, /^\d+(\.\d)? ms$/)
     assert.match(figure(html, 'latency-p99')!, /^\d+(\.\d)? ms$/)
-    assert.equal((html.match(/<svg class="sparkline"/g) ?? []).length, 9)
+    // One per figure, and a lag figure per projection (messages, search).
+    assert.equal((html.match(/<svg class="sparkline"/g) ?? []).length, 10)
+    assert.match(figure(html, 'projector-lag-search')!, /^\d+ events$/)
     assert.match(html, /<polyline points="[\d., ]+"\/>/)
     assert.doesNotMatch(html, /<script(?![^>]*nonce=)/, 'every script carries the nonce')
     assert.doesNotMatch(html, /\sstyle=/, 'no inline style attributes: the CSP would block them')

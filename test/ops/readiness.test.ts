@@ -44,7 +44,7 @@ describe('GET /healthz and /readyz', () => {
       const stale = await request(node.url).get('/readyz').expect(503)
       assert.match(stale.text, /^not ready: projector "messages" is 3 events behind \(limit 2\)/)
       const lagging = await scrapeUntilLag(node, (events) => events === 3)
-      assert.ok(valueOf(lagging, 'live_tea_projector_lag_seconds') > 0)
+      assert.ok(valueOf(lagging, 'live_tea_projector_lag_seconds', { projection: 'messages' }) > 0)
 
       await node.projector.start()
       const ready = await readyzUntil(node, 200)
@@ -90,7 +90,7 @@ async function scrapeUntilLag(node: TestNode, predicate: (events: number) => boo
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const samples = await scrape(node.url)
-    const events = valueOf(samples, 'live_tea_projector_lag_events')
+    const events = valueOf(samples, 'live_tea_projector_lag_events', { projection: 'messages' })
     if (predicate(events)) return samples
     if (Date.now() > deadline) throw new Error(`live_tea_projector_lag_events is still ${events}`)
     await new Promise((resolve) => setTimeout(resolve, 100))
