@@ -6,6 +6,7 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
+import pg from 'pg'
 import { startNode } from '../src/server.js'
 import { BENCH_SESSION_SECRET } from './lib/mixed.js'
 import { cpuMs, serveParent, settledRss } from './lib/processes.js'
@@ -33,6 +34,17 @@ bare.get('/bare', (_req, res) => void res.send('<!doctype html><p>hello</p>'))
 let pageCopy = ''
 bare.put('/bare-page', express.text({ type: '*/*', limit: '1mb' }), (req, res) => void ((pageCopy = String(req.body)), res.end()))
 bare.get('/bare-page', (_req, res) => void res.type('html').send(pageCopy))
+// P9b's baseline: the same match as GET /search, without ranking or snippets, on a pool of the app's size.
+let searchPool: pg.Pool | undefined
+bare.get('/bare-search', async (req, res) => {
+  searchPool ??= new pg.Pool({ connectionString: env.BENCH_DATABASE_URL!, max: env.BENCH_POOL_SIZE ? Number(env.BENCH_POOL_SIZE) : 20 })
+  const q = String(req.query.q ?? '')
+  const chat = typeof req.query.chat === 'string' ? req.query.chat : undefined
+  const { rows } = chat === undefined
+    ? await searchPool.query(`select chat_id, message_id from search_index where document @@ websearch_to_tsquery('simple', $1) limit 50`, [q])
+    : await searchPool.query(`select chat_id, message_id from search_index where document @@ websearch_to_tsquery('simple', $1) and chat_id = $2 limit 50`, [q, chat])
+  res.json({ query: q, results: rows })
+})
 // P1's floor: the stack the user chose, doing nothing but reading the same form.
 bare.post('/bare', express.urlencoded({ extended: false }), (_req, res) => void res.send('ok'))
 const bareServer = createServer(bare)
@@ -46,6 +58,7 @@ serveParent(
   },
   async () => {
     bareServer.close()
+    await searchPool?.end()
     await node.stop()
   },
 )

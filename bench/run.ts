@@ -1,6 +1,8 @@
 /**
  * `npm run bench [-- --quick] [-- --only P1,P3] [-- --rounds N]` (P1M and P2M, the mixed
- * workload, are one scenario: --only P1M or P2M runs its part of it)
+ * workload, are one scenario: --only P1M or P2M runs its part of it; P9 is
+ * P9a and P9b, which run on P5's seeded log, seeded once per invocation, and
+ * run P5's measurement for their baseline; P4T runs P4 for its baseline)
  *
  * Starts the app on fresh databases, loads it from this process (the app and
  * the SSE clients run in processes of their own), and prints each figure next
@@ -15,6 +17,8 @@ import { cpus, loadavg, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { messagesProjection } from '../src/chat/messages-projection.js'
+import type { DB } from '../src/db/database.js'
+import { searchProjection } from '../src/search/search-projection.js'
 import { createDb, createPool } from '../src/db/connect.js'
 import { migrateToLatest } from '../src/db/migrate.js'
 import { Projector } from '../src/projector/projector.js'
@@ -43,6 +47,10 @@ const SIZES = {
   p3Rounds: QUICK ? 3 : 7,
   p4Seconds: QUICK ? 3 : 8,
   p5Events: QUICK ? 50_000 : 200_000,
+  // P9b: seconds of queries per side, one at a time (a mix of five kinds).
+  p9Seconds: QUICK ? 3 : 8,
+  // P4T: a chat with a long history, added to P5's log after P9a: ?at= costs the page, not the chat.
+  p4tLongChat: QUICK ? 20_000 : 100_000,
   // The mixed workload: P1's connections and P2's rate, in chats with a long history.
   mixedChats: 10,
   mixedEventsPerChat: QUICK ? 5_000 : 200_000,
@@ -69,6 +77,7 @@ const notes: string[] = []
 const sameRun: {
   p1?: { rps: number; nodeUs: number; pgUs: number; p50: number; p99: number }
   p2?: { p50: number; p99: number; max: number }
+  p4?: { rps: number; p50: number }
 } = {}
 
 function argValue(name: string): string | undefined {
@@ -574,6 +583,14 @@ async function p4(server: BenchServer): Promise<void> {
     const bare = { ...page, next: () => ({ method: 'GET' as const, path: '/bare' }) }
     await fetch(`${app.ready.bareUrl}/bare-page`, { method: 'PUT', body: html })
     const samePage = { ...page, next: () => ({ method: 'GET' as const, path: '/bare-page' }) }
+    // P4T: the same chat as of its last version, built from the log: the same 50 messages.
+    const atPage = { ...page, next: () => ({ method: 'GET' as const, path: '/chats/page?at=60', headers: { cookie } }) }
+    if (wanted('P4T')) {
+      const past = await (await fetch(`${app.ready.url}/chats/page?at=60`, { headers: { cookie } })).text()
+      if ((past.match(/<article class="message[" ]/g) ?? []).length !== 50) notes.push('P4T: the page as of version 60 did not show 50 messages')
+      await closedLoop(app.ready.url, { ...atPage, durationMs: SIZES.warmupSeconds * 1000 })
+    }
+    const atRps: number[] = []
     await closedLoop(app.ready.url, { ...page, durationMs: SIZES.warmupSeconds * 1000 })
     await closedLoop(app.ready.bareUrl, { ...bare, durationMs: SIZES.warmupSeconds * 1000 })
     const pageRps: number[] = []
@@ -589,22 +606,49 @@ async function p4(server: BenchServer): Promise<void> {
       bareRps.push(((b.statuses[200] ?? 0) / b.durationMs) * 1000)
       samePageRps.push(((c.statuses[200] ?? 0) / c.durationMs) * 1000)
       console.log(`    round ${round + 1}: page ${fmt(pageRps.at(-1)!)}/s (p50 ${ms(a.p50)}), bare ${fmt(bareRps.at(-1)!)}/s, the same page's bytes from memory ${fmt(samePageRps.at(-1)!)}/s`)
+      if (wanted('P4T')) {
+        const d = await closedLoop(app.ready.url, atPage)
+        atRps.push(((d.statuses[200] ?? 0) / d.durationMs) * 1000)
+        console.log(`    round ${round + 1}: the page as of version 60 (?at=60) ${fmt(atRps.at(-1)!)}/s (p50 ${ms(d.p50)})`)
+      }
     }
+    sameRun.p4 = { rps: median(pageRps), p50: median(pageP50) }
     const r = median(pageRps) / median(bareRps)
     report({ id: 'P4', figure: 'GET /chats/:id, 50 messages (req/s)', app: fmt(median(pageRps)), baseline: `${fmt(median(bareRps))} (bare express)`, ratio: ratio(r), target: '≥ 0.35×', met: r >= 0.35 })
     report({ id: 'P4', figure: `floor: bare express sending the page's ${fmt(html.length / 1024, 1)} KB from memory (req/s)`, app: fmt(median(samePageRps)), baseline: fmt(median(bareRps)), ratio: ratio(median(samePageRps) / median(bareRps)), target: '' })
+    if (wanted('P4T')) report({ id: 'P4T', figure: 'GET /chats/:id?at=V, the same 50 messages from the log (req/s)', app: fmt(median(atRps)), baseline: `${fmt(median(pageRps))} (P4 GET /chats/:id)`, ratio: ratio(median(atRps) / median(pageRps)), target: '' })
   } finally {
     await app.stop()
     await db.drop()
   }
 }
 
-// ---------------------------------------------------------------- P5
-async function p5(server: BenchServer): Promise<void> {
+// ---------------------------------------------------------------- P5, P9
+/** P5's seeded log, kept for P9 and P4T in the same invocation (seeded once). */
+interface SeededLog {
+  total: number
+  chats: number
+  perChat: number
+  database: BenchDatabase
+  pool: pg.Pool
+  db: DB
+  /** P5's rebuild of messages (events/s, median), once measured. */
+  rebuildRate?: number
+}
+
+/**
+ * Common words, two of them in every message (about 4% of the messages hold
+ * each, a few hundred to a few thousand rows), and a rare one ("code" and a
+ * number, a few messages each): so searches match a realistic fraction.
+ */
+const WORDS = ['tea', 'coffee', 'garden', 'river', 'window', 'morning', 'evening', 'train', 'ticket', 'summer', 'winter', 'bread', 'cheese', 'apple', 'lemon', 'kettle', 'cup', 'saucer', 'biscuit', 'sugar', 'meeting', 'report', 'deadline', 'budget', 'release', 'review', 'server', 'database', 'backup', 'invoice', 'holiday', 'weekend', 'birthday', 'party', 'music', 'guitar', 'piano', 'concert', 'football', 'weather', 'rain', 'snow', 'sunshine', 'cloud', 'mountain', 'forest', 'beach', 'island', 'harbour', 'bridge']
+const RARE_CODES = 20_000
+const wordsOf = (v: number, c: number) => ({ w1: WORDS[(v * 31 + c * 17) % WORDS.length]!, w2: WORDS[(v * 13 + c * 29 + 7) % WORDS.length]!, rare: `code${(v * 7919 + c * 104729) % RARE_CODES}` })
+
+async function seedLog(server: BenchServer): Promise<SeededLog> {
   const total = SIZES.p5Events
   const chats = 1000
   const perChat = total / chats
-  console.log(`P5 rebuild: ${fmt(total)} events in ${chats} chats, ${ROUNDS} round(s)`)
   const database = await server.fresh('p5')
   const pool = createPool({ connectionString: database.url, max: 2 })
   const db = createDb(pool)
@@ -613,56 +657,203 @@ async function p5(server: BenchServer): Promise<void> {
     await pool.query(`insert into streams (stream_id, stream_type, version) select 'chat-r' || c, 'chat', $1 from generate_series(1, $2) c`, [perChat, chats])
     // Interleaved like live traffic, in transactions of 10 messages per chat;
     // in the shape the app appends them (an author in data and metadata).
+    // Each message names two common words and a rare one (see WORDS).
     for (let from = 1; from <= perChat; from += 10) {
       await pool.query(
         `insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
          select 'chat-r' || c, v, gen_random_uuid(), 'MessageSent',
                 jsonb_build_object('chatId', 'r' || c, 'authorId', author, 'sender', 'sender-' || (v * 7 + c) % 97,
-                                   'content', 'message ' || v || ' in chat r' || c || ', a sentence of ordinary length',
+                                   'content', 'message ' || v || ' in chat r' || c || ' about ' || ($4::text[])[(v * 31 + c * 17) % $5 + 1]
+                                              || ' and ' || ($4::text[])[(v * 13 + c * 29 + 7) % $5 + 1] || ' (code' || (v * 7919 + c * 104729) % $6
+                                              || '), a sentence of ordinary length',
                                    'sentAt', timestamptz '2025-01-01' + (v * $3 + c) * interval '1 ms'),
                 jsonb_build_object('commandId', gen_random_uuid()::text, 'personId', author)
          from generate_series($1::int, $2::int) v, generate_series(1, $3::int) c,
               lateral (select 'bench-person-' || lpad(((v * 7 + c) % 97)::text, 9, '0') as author) as a
          order by v, c`,
-        [from, Math.min(perChat, from + 9), chats],
+        [from, Math.min(perChat, from + 9), chats, WORDS, WORDS.length, RARE_CODES],
       )
     }
     // Both sides read a vacuumed log: the first reader would otherwise pay for setting hint bits.
     await pool.query('vacuum analyze events')
-    await pool.query('create table messages_baseline (like messages including all)')
-    await pool.query('create table chat_changes_baseline (like chat_changes including all)')
-    const projector = new Projector({ db, projection: messagesProjection })
-    await projector.rebuild() // warm-up; leaves the read model full, as a live rebuild finds it
-    const rebuildRates: number[] = []
-    const sqlRates: number[] = []
-    for (let round = 0; round < ROUNDS; round++) {
-      await pool.query('vacuum analyze messages, chat_changes')
-      let t0 = performance.now()
-      const replayed = await projector.rebuild()
-      const rebuildMs = performance.now() - t0
-      await pool.query('truncate messages_baseline, chat_changes_baseline')
-      t0 = performance.now()
-      // The same rows the rebuild writes for a log of sends: a message per
-      // event and a change per version (each version changed its own message).
-      const { rowCount } = await pool.query(
-        `with sent as (
-           insert into messages_baseline (chat_id, message_id, event_id, author_id, sender, content, sent_at, changed_version)
-           select data ->> 'chatId', stream_version, event_id, data ->> 'authorId', data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz, stream_version
-           from events where event_type = 'MessageSent'
-           returning chat_id, message_id
-         )
-         insert into chat_changes_baseline (chat_id, version, message_id) select chat_id, message_id, message_id from sent`,
-      )
-      const sqlMs = performance.now() - t0
-      rebuildRates.push((replayed / rebuildMs) * 1000)
-      sqlRates.push(((rowCount ?? 0) / sqlMs) * 1000)
-      console.log(`    round ${round + 1}: rebuild ${fmt(rebuildMs)} ms (${fmt(rebuildRates.at(-1)!)} events/s), INSERT … SELECT ${fmt(sqlMs)} ms (${fmt(sqlRates.at(-1)!)} events/s)`)
-    }
-    const r = median(rebuildRates) / median(sqlRates)
-    report({ id: 'P5', figure: `rebuild of ${fmt(total)} events (events/s)`, app: fmt(median(rebuildRates)), baseline: `${fmt(median(sqlRates))} (INSERT … SELECT, 2 tables)`, ratio: ratio(r), target: '≥ 0.50×', met: r >= 0.5 })
-  } finally {
+    return { total, chats, perChat, database, pool, db }
+  } catch (error) {
     await pool.end()
     await database.drop()
+    throw error
+  }
+}
+
+async function p5(log: SeededLog): Promise<void> {
+  const { total, chats, pool, db } = log
+  console.log(`P5 rebuild: ${fmt(total)} events in ${chats} chats, ${ROUNDS} round(s)`)
+  await pool.query('drop table if exists messages_baseline, chat_changes_baseline')
+  await pool.query('create table messages_baseline (like messages including all)')
+  await pool.query('create table chat_changes_baseline (like chat_changes including all)')
+  const projector = new Projector({ db, projection: messagesProjection })
+  await projector.rebuild() // warm-up; leaves the read model full, as a live rebuild finds it
+  const rebuildRates: number[] = []
+  const sqlRates: number[] = []
+  for (let round = 0; round < ROUNDS; round++) {
+    await pool.query('vacuum analyze messages, chat_changes')
+    let t0 = performance.now()
+    const replayed = await projector.rebuild()
+    const rebuildMs = performance.now() - t0
+    await pool.query('truncate messages_baseline, chat_changes_baseline')
+    t0 = performance.now()
+    // The same rows the rebuild writes for a log of sends: a message per
+    // event and a change per version (each version changed its own message).
+    const { rowCount } = await pool.query(
+      `with sent as (
+         insert into messages_baseline (chat_id, message_id, event_id, author_id, sender, content, sent_at, changed_version)
+         select data ->> 'chatId', stream_version, event_id, data ->> 'authorId', data ->> 'sender', data ->> 'content', (data ->> 'sentAt')::timestamptz, stream_version
+         from events where event_type = 'MessageSent'
+         returning chat_id, message_id
+       )
+       insert into chat_changes_baseline (chat_id, version, message_id) select chat_id, message_id, message_id from sent`,
+    )
+    const sqlMs = performance.now() - t0
+    rebuildRates.push((replayed / rebuildMs) * 1000)
+    sqlRates.push(((rowCount ?? 0) / sqlMs) * 1000)
+    console.log(`    round ${round + 1}: rebuild ${fmt(rebuildMs)} ms (${fmt(rebuildRates.at(-1)!)} events/s), INSERT … SELECT ${fmt(sqlMs)} ms (${fmt(sqlRates.at(-1)!)} events/s)`)
+  }
+  await pool.query('drop table messages_baseline, chat_changes_baseline')
+  log.rebuildRate = median(rebuildRates)
+  const r = median(rebuildRates) / median(sqlRates)
+  report({ id: 'P5', figure: `rebuild of ${fmt(total)} events (events/s)`, app: fmt(median(rebuildRates)), baseline: `${fmt(median(sqlRates))} (INSERT … SELECT, 2 tables)`, ratio: ratio(r), target: '≥ 0.50×', met: r >= 0.5 })
+}
+
+/** P9a: the search projection's backfill over P5's log, beside P5's rebuild of messages in this run. */
+async function p9a(log: SeededLog): Promise<void> {
+  const { total, pool, db } = log
+  console.log(`P9a search backfill: rebuild of the search projection over P5's ${fmt(total)} events, ${ROUNDS} round(s)`)
+  const projector = new Projector({ db, projection: searchProjection })
+  await projector.rebuild() // warm-up, as P5's
+  const rates: number[] = []
+  for (let round = 0; round < ROUNDS; round++) {
+    await pool.query('vacuum analyze search_index')
+    const t0 = performance.now()
+    const replayed = await projector.rebuild()
+    const rebuildMs = performance.now() - t0
+    rates.push((replayed / rebuildMs) * 1000)
+    console.log(`    round ${round + 1}: search rebuild ${fmt(rebuildMs)} ms (${fmt(rates.at(-1)!)} events/s)`)
+  }
+  await pool.query('vacuum analyze search_index')
+  const indexed = await count(pool, 'select count(*) as n from search_index')
+  if (indexed !== total) notes.push(`P9a: ${indexed} messages indexed, ${total} expected`)
+  const base = log.rebuildRate ?? NaN
+  report({ id: 'P9a', figure: `search backfill of ${fmt(total)} events (events/s)`, app: fmt(median(rates)), baseline: `${fmt(base)} (P5 rebuild of messages)`, ratio: ratio(median(rates) / base), target: '' })
+}
+
+interface SearchQuery {
+  kind: string
+  q: string
+  chat?: string
+}
+
+/**
+ * P9b and the long chat of P4T, through the app started on P5's log: GET
+ * /search as JSON (ranked, with snippets) beside the same match without
+ * ranking or snippets (the bare server's /bare-search: one SQL statement on a
+ * pool of the app's size), one query at a time, timed the same way.
+ */
+async function p9bAndLongChat(log: SeededLog, runP9b: boolean, runP4T: boolean): Promise<void> {
+  const { pool, db } = log
+  if (runP4T) {
+    // A chat far longer than a page, appended after P9a (so P9a and P9b see P5's log alone).
+    const n = SIZES.p4tLongChat
+    await pool.query(`insert into streams (stream_id, stream_type, version) values ('chat-long', 'chat', $1)`, [n])
+    for (let from = 1; from <= n; from += 10_000) {
+      await pool.query(
+        `insert into events (stream_id, stream_version, event_id, event_type, data, metadata)
+         select 'chat-long', v, gen_random_uuid(), 'MessageSent',
+                jsonb_build_object('chatId', 'long', 'authorId', 'bench-person-000000001', 'sender', 'sender-1',
+                                   'content', 'message ' || v || ' in the long chat, a sentence of ordinary length',
+                                   'sentAt', timestamptz '2025-06-01' + v * interval '1 ms'),
+                jsonb_build_object('commandId', gen_random_uuid()::text, 'personId', 'bench-person-000000001')
+         from generate_series($1::int, $2::int) v order by v`,
+        [from, Math.min(n, from + 9_999)],
+      )
+    }
+    await pool.query('vacuum analyze events')
+    // Both read models caught up before the app starts (it would do the same, in the background).
+    await new Projector({ db, projection: messagesProjection }).catchUp()
+    await new Projector({ db, projection: searchProjection }).catchUp()
+  }
+  const app = await startApp(log.database)
+  try {
+    if (runP9b) {
+      const code = wordsOf(3, 7).rare
+      const queries: SearchQuery[] = [
+        { kind: 'common word', q: 'tea' },
+        { kind: 'rare word', q: code },
+        { kind: 'two words', q: 'tea river' },
+        { kind: 'phrase', q: '"about garden"' },
+        { kind: 'in one chat', q: 'tea', chat: 'r7' },
+      ]
+      console.log(`P9b search latency: ${queries.map((q) => `${q.kind} (${q.q}${q.chat ? ` in #${q.chat}` : ''})`).join(', ')}; one at a time, ${SIZES.p9Seconds} s per side`)
+      const json = { accept: 'application/json' }
+      const pathOf = (route: string, q: SearchQuery) => `${route}?q=${encodeURIComponent(q.q)}${q.chat ? `&chat=${q.chat}` : ''}`
+      // What each query finds (all of it, without the page's limit of 50): a realistic fraction, not nothing.
+      for (const q of queries) {
+        const matched = await count(pool, `select count(*) as n from search_index where document @@ websearch_to_tsquery('simple', '${q.q.replaceAll("'", "''")}')${q.chat ? ` and chat_id = '${q.chat}'` : ''}`)
+        const res = await fetch(`${app.ready.url}${pathOf('/search', q)}`, { headers: json })
+        const body = (await res.json()) as { results?: unknown[] }
+        const bare = await fetch(`${app.ready.bareUrl}${pathOf('/bare-search', q)}`)
+        const bareBody = (await bare.json()) as { results?: unknown[] }
+        console.log(`    ${q.kind}: ${fmt(matched)} messages match; the app answered ${res.status} with ${body.results?.length ?? 0} results, the baseline ${bare.status} with ${bareBody.results?.length ?? 0}`)
+        if (res.status !== 200 || !body.results?.length) notes.push(`P9b: ${q.kind} (${q.q}) answered ${res.status} with ${body.results?.length ?? 0} results`)
+      }
+      const side = async (origin: string, route: string, headers: Record<string, string>) => {
+        const byKind = new Map<string, Samples>(queries.map((q) => [q.kind, new Samples()]))
+        const load = (durationMs: number) =>
+          closedLoop(origin, {
+            connections: 1,
+            durationMs,
+            next: (i: number) => ({ method: 'GET' as const, path: pathOf(route, queries[i % queries.length]!), headers, kind: queries[i % queries.length]!.kind }),
+            answered: (spec, _status, took) => byKind.get(spec.kind)!.push(took),
+          })
+        await load(SIZES.warmupSeconds * 1000)
+        for (const samples of byKind.values()) samples.length = 0
+        const result = await load(SIZES.p9Seconds * 1000)
+        return { result, byKind }
+      }
+      const app9 = await side(app.ready.url, '/search', json)
+      const base9 = await side(app.ready.bareUrl, '/bare-search', {})
+      for (const q of queries) {
+        const a = app9.byKind.get(q.kind)!.sorted()
+        const b = base9.byKind.get(q.kind)!.sorted()
+        console.log(`    ${q.kind}: app p50 ${ms(percentile(a, 50))} p99 ${ms(percentile(a, 99))} (${a.length}), baseline p50 ${ms(percentile(b, 50))} p99 ${ms(percentile(b, 99))} (${b.length})`)
+      }
+      for (const [name, side9] of [['app', app9.result], ['baseline', base9.result]] as const) {
+        if ((side9.statuses[200] ?? 0) !== side9.requests || side9.errors > 0) notes.push(`P9b ${name}: answers ${JSON.stringify(side9.statuses)}, errors ${side9.errors}`)
+      }
+      const a = app9.result
+      const b = base9.result
+      report({ id: 'P9b', figure: `GET /search (JSON), ${fmt(a.requests)} queries of 5 kinds: p50 / p99`, app: `${ms(a.p50)} / ${ms(a.p99)}`, baseline: `${ms(b.p50)} / ${ms(b.p99)} (@@ match, limit 50: no rank, no snippet)`, ratio: ratio(a.p50 / b.p50), target: '' })
+    }
+    if (runP4T) {
+      const n = SIZES.p4tLongChat
+      const at = Math.floor(n / 2)
+      const first = await fetch(`${app.ready.url}/chats/long?at=${at}`)
+      const cookie = first.headers.getSetCookie().map((line) => line.split(';')[0]).join('; ')
+      const html = await first.text()
+      if (first.status !== 200 || (html.match(/<article class="message[" ]/g) ?? []).length !== 50) notes.push(`P4T: the long chat's page as of ${at} answered ${first.status} and did not show 50 messages`)
+      const load = { connections: 50, durationMs: SIZES.p4Seconds * 1000, next: () => ({ method: 'GET' as const, path: `/chats/long?at=${at}`, headers: { cookie } }) }
+      await closedLoop(app.ready.url, { ...load, durationMs: SIZES.warmupSeconds * 1000 })
+      const rps: number[] = []
+      const p50: number[] = []
+      for (let round = 0; round < ROUNDS; round++) {
+        const result = await closedLoop(app.ready.url, load)
+        rps.push(((result.statuses[200] ?? 0) / result.durationMs) * 1000)
+        p50.push(result.p50)
+        console.log(`    P4T round ${round + 1}: /chats/long?at=${at} (${fmt(n)} messages) ${fmt(rps.at(-1)!)}/s (p50 ${ms(result.p50)})`)
+      }
+      const base = sameRun.p4?.rps ?? NaN
+      report({ id: 'P4T', figure: `GET /chats/:id?at=V, 50 messages, at ${fmt(at)} of a ${fmt(n)}-message chat (req/s)`, app: fmt(median(rps)), baseline: `${fmt(base)} (P4 GET /chats/:id)`, ratio: ratio(median(rps) / base), target: '' })
+    }
+  } finally {
+    await app.stop()
   }
 }
 
@@ -765,8 +956,22 @@ try {
   if (wanted('P2')) await p2(server)
   if (wanted('P1M') || wanted('P2M')) await mixed(server)
   if (wanted('P3')) await p3(server)
-  if (wanted('P4')) await p4(server)
-  if (wanted('P5')) await p5(server)
+  if (wanted('P4') || wanted('P4T')) await p4(server)
+  const p9a_ = wanted('P9') || wanted('P9A')
+  const p9b_ = wanted('P9') || wanted('P9B')
+  if (wanted('P5') || p9a_ || p9b_ || wanted('P4T')) {
+    // One seeded log for P5, P9 and P4T's long chat.
+    const log = await seedLog(server)
+    try {
+      // P9's index needs the search rebuild; P9a stands beside P5's rebuild of this run.
+      if (wanted('P5') || p9a_ || p9b_) await p5(log)
+      if (p9a_ || p9b_) await p9a(log)
+      if (p9b_ || wanted('P4T')) await p9bAndLongChat(log, p9b_, wanted('P4T'))
+    } finally {
+      await log.pool.end()
+      await log.database.drop()
+    }
+  }
 } finally {
   await server.stop()
 }
