@@ -51,12 +51,43 @@ describe('TRUST_PROXY is read the way Express documents "trust proxy"', () => {
 
 describe('settings are checked before anything starts', () => {
   test('defaults when nothing is set', () => {
-    assert.deepEqual(readSettings({}), { port: 3000, postsPerMinutePerAddress: 600, maxSubscribers: 10_000, trustProxy: false, logLevel: 'info', readiness: {} })
+    assert.deepEqual(readSettings({}), {
+      port: 3000,
+      postsPerMinutePerAddress: 600,
+      maxSubscribers: 10_000,
+      maxStreamsPerAddress: 20,
+      maxConnectionsPerAddress: 256,
+      newChatsPerMinutePerAddress: 20,
+      trustProxy: false,
+      logLevel: 'info',
+      readiness: {},
+    })
   })
 
   test('values as written, blank meaning unset', () => {
-    const settings = readSettings({ PORT: '8080', POSTS_PER_MINUTE_PER_ADDRESS: '0', MAX_SUBSCRIBERS: ' 500 ', TRUST_PROXY: '1', LOG_LEVEL: 'debug', READY_MAX_LAG_SECONDS: '2.5', READY_MAX_LAG_EVENTS: '' })
-    assert.deepEqual(settings, { port: 8080, postsPerMinutePerAddress: 0, maxSubscribers: 500, trustProxy: 1, logLevel: 'debug', readiness: { maxLagSeconds: 2.5 } })
+    const settings = readSettings({
+      PORT: '8080',
+      POSTS_PER_MINUTE_PER_ADDRESS: '0',
+      MAX_SUBSCRIBERS: ' 500 ',
+      MAX_STREAMS_PER_ADDRESS: '4',
+      MAX_CONNECTIONS_PER_ADDRESS: '64',
+      NEW_CHATS_PER_MINUTE_PER_ADDRESS: '0',
+      TRUST_PROXY: '1',
+      LOG_LEVEL: 'debug',
+      READY_MAX_LAG_SECONDS: '2.5',
+      READY_MAX_LAG_EVENTS: '',
+    })
+    assert.deepEqual(settings, {
+      port: 8080,
+      postsPerMinutePerAddress: 0,
+      maxSubscribers: 500,
+      maxStreamsPerAddress: 4,
+      maxConnectionsPerAddress: 64,
+      newChatsPerMinutePerAddress: 0,
+      trustProxy: 1,
+      logLevel: 'debug',
+      readiness: { maxLagSeconds: 2.5 },
+    })
   })
 
   test('every wrong value is reported at once, each naming its variable', () => {

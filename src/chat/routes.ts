@@ -291,8 +291,9 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
     const [latest, lastSeen] = await Promise.all([latestMessages(chatId), visits.lastSeen(personId, chatId)])
     const firstNew = lastSeen === undefined || lastSeen >= latest.after ? undefined : await visits.firstUnseen(personId, chatId, lastSeen)
     // A visit counts from the first look, even at an empty room: it becomes one of the person's rooms.
-    // A request without a session (a crawler, curl) is a new made-up person each time: it is nobody's visit.
-    if (res.locals.hasSession) visits.seen(personId, chatId, latest.after)
+    // A request without a session is a new made-up person each time (curl, a crawler): nobody's visit,
+    // unless a browser is opening the page, whose new session cookie this answer sets.
+    if (res.locals.hasSession || isBrowserNavigation(res.req)) visits.seen(personId, chatId, latest.after)
     return {
       title: `#${chatId}`,
       chatId,
@@ -384,6 +385,11 @@ function withNewDivider(html: string, chatId: string, messageId: number): string
   const at = html.indexOf(`<article class="message`, Math.max(0, html.indexOf(`id="message-${chatId}-${messageId}"`) - 80))
   if (at < 0 || !html.slice(at, at + 200).includes(`id="message-${chatId}-${messageId}"`)) return html
   return `${html.slice(0, at)}<p class="new-divider" role="separator" aria-label="New since your last visit"><span>New</span></p>${html.slice(at)}`
+}
+
+/** A browser opening a page (it says so in Sec-Fetch-Dest; scripts and crawlers do not send it). */
+function isBrowserNavigation(req: Request): boolean {
+  return req.get('sec-fetch-dest') === 'document'
 }
 
 function messageUrl(chatId: string, messageId: number): string {
