@@ -40,6 +40,9 @@ describe('a message of stacked combining marks', () => {
 
     const { page, problems } = await openPage(await newContext())
     await page.goto(`${node.url}/chats/${chatId}`)
+    // Let the page settle first: the reader's own arrival in "who is here" changes the header's height.
+    await page.locator('#people .here').filter({ hasNotText: 'Nobody' }).waitFor()
+    await page.locator('#connection[data-state="live"]').waitFor()
     const bubble = (await page.locator(`#message-${chatId}-${body.version}`).boundingBox())!
     const scroller = (await page.locator('.scroller').boundingBox())!
     assert.ok(bubble.y - scroller.y > 100, 'room above the bubble for marks to (not) show in')
