@@ -25,7 +25,8 @@ let latencies = new Samples()
 const deliveries = new Map<string, Delivery>()
 let connected = 0
 let waiters: { id: string; expected: number; resolve: (d: Delivery) => void }[] = []
-const STAMP = /t=(\d+(?:\.\d+)?)/
+// In the message's text, not anywhere in the frame: its time links carry `?at=<version>`.
+const STAMP = /class="content">t=(\d+(?:\.\d+)?)/
 const FRAME_ID = /^id: (\d+)$/m
 const CHAT_OF_URL = /\/chats\/([^/?]+)\/events/
 /** Arrival times of every frame by `<chatId> <id>`, while tracking. */
