@@ -13,17 +13,13 @@ import { sql } from 'kysely'
 import request from 'supertest'
 import type { ChatCommand } from '../../src/chat/chat.js'
 import { REACTIONS } from '../../src/chat/chat.js'
-import { SESSION_COOKIE } from '../../src/http/session.js'
+import { as as asPerson, join as joinAs, type Person } from '../support/people.js'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
 let node: TestNode
 let alice: Person
 let bob: Person
 
-interface Person {
-  name: string
-  cookie: string
-}
 
 before(async () => {
   node = await startTestNode()
@@ -32,27 +28,7 @@ before(async () => {
 })
 after(() => node.close())
 
-async function join(name: string): Promise<Person> {
-  const res = await request(node.url).post('/session').type('form').send({ name }).expect(303)
-  const cookie = ([res.headers['set-cookie'] ?? []].flat() as string[]).find((line) => line.startsWith(`${SESSION_COOKIE}=`))?.split(';')[0]
-  assert.ok(cookie, 'POST /session sets the session cookie')
-  return { name, cookie }
-}
 
-/** Commands as JSON with the person's cookie; each answers the chat version it appended. */
-function as(person: Person, chatId: string) {
-  const post = async (path: string, body: object) => {
-    const res = await request(node.url).post(`/chats/${chatId}${path}`).set('cookie', person.cookie).send({ commandId: randomUUID(), ...body })
-    assert.ok(res.status === 200 || res.status === 201, `${path}: ${res.status} ${res.text}`)
-    return res.body.version as number
-  }
-  return {
-    send: (content: string) => post('/messages', { content }),
-    edit: (messageId: number, content: string) => post(`/messages/${messageId}/edits`, { content }),
-    retract: (messageId: number) => post(`/messages/${messageId}/retraction`, {}),
-    react: (messageId: number, emoji: string) => post(`/messages/${messageId}/reactions`, { emoji }),
-  }
-}
 
 interface MessageView {
   chatId: string
@@ -394,3 +370,6 @@ test('every offered reaction is one form on a message of the past that is not re
   const article = /<article class="message" id="message-tt-1"[\s\S]*?<\/article>/.exec(html)?.[0] ?? ''
   for (const emoji of REACTIONS) assert.ok(article.includes(`aria-label="${emoji} `), emoji)
 })
+
+const join = (name: string) => joinAs(node.url, name)
+const as = (person: Person, chatId: string) => asPerson(node.url, person, chatId)

@@ -7,11 +7,11 @@
  * first message by someone else they have not seen.
  */
 import assert from 'node:assert/strict'
-import { randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import request from 'supertest'
 import { SESSION_COOKIE } from '../../src/http/session.js'
 import { SseClient } from '../support/sse.js'
+import { as as asPerson, join as joinAs, type Person } from '../support/people.js'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
 let node: TestNode
@@ -21,31 +21,8 @@ before(async () => {
 })
 after(() => node.close())
 
-interface Person {
-  name: string
-  cookie: string
-}
 
-async function join(name: string): Promise<Person> {
-  const res = await request(node.url).post('/session').type('form').send({ name }).expect(303)
-  const cookie = ([res.headers['set-cookie'] ?? []].flat() as string[]).find((line) => line.startsWith(`${SESSION_COOKIE}=`))?.split(';')[0]
-  assert.ok(cookie, 'POST /session sets the session cookie')
-  return { name, cookie }
-}
 
-function as(person: Person, chatId: string) {
-  const post = async (path: string, body: object) => {
-    const res = await request(node.url).post(`/chats/${chatId}${path}`).set('cookie', person.cookie).send({ commandId: randomUUID(), ...body })
-    assert.ok(res.status === 200 || res.status === 201, `${path}: ${res.status} ${res.text}`)
-    return res.body.version as number
-  }
-  return {
-    send: (content: string) => post('/messages', { content }),
-    edit: (messageId: number, content: string) => post(`/messages/${messageId}/edits`, { content }),
-    retract: (messageId: number) => post(`/messages/${messageId}/retraction`, {}),
-    react: (messageId: number, emoji: string) => post(`/messages/${messageId}/reactions`, { emoji }),
-  }
-}
 
 /** The person opens the chat page (after the projection has what was said: a reader does not outrun it). */
 async function openChat(person: Person, chatId: string): Promise<string> {
@@ -247,3 +224,6 @@ describe('your rooms, not everyone\'s', () => {
     assert.deepEqual(roomsOn(await home(erin)).map((room) => room.chatId), ['room-aa', 'room-cc', 'room-bb'])
   })
 })
+
+const join = (name: string) => joinAs(node.url, name)
+const as = (person: Person, chatId: string) => asPerson(node.url, person, chatId)
