@@ -231,7 +231,8 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
   /**
    * Runs a command about a message and answers: JSON `{chatId, messageId,
    * version}` (reactions add `reacted`); htmx, the message's fragment as it
-   * is now; a plain form, 303 back to the message. A refusal answers its
+   * is now (not swapped in: the stream applies changes in order); a plain
+   * form, 303 back to the message. A refusal answers its
    * status with `failed`'s view when it has one (the edit form, text kept),
    * else through the error middleware.
    */
@@ -244,6 +245,11 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
       await projectionWatch.until(db, chatId, result.version, PROJECTION_WAIT_MS)
       if (!req.get('hx-request')) return res.redirect(303, messageUrl(chatId, messageId))
       const message = await messageById(db, chatId, messageId)
+      // The page is not told to swap this in: the live stream brings every
+      // change of the message in version order, while this answer may arrive
+      // after a later frame (someone reacted meanwhile) and would put an older
+      // state back. (The edit form removes itself instead, see _edit-form.)
+      if (command.type !== 'EditMessage') res.set('HX-Reswap', 'none')
       res.type('html').send(message ? renderMessage(message) : '')
     } catch (error) {
       if (!(error instanceof Rejection) || wantsJson(req)) return next(error)
