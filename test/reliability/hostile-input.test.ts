@@ -268,7 +268,8 @@ describe('when the database is unavailable', () => {
       const probe = new pg.Client({ connectionString: closed.databaseUrl })
       probe.on('error', () => {})
       await assert.rejects(probe.connect(), (error: { code?: string }) => error.code === '55000')
-      await until(() => closed.pool.idleCount === 0 && closed.pool.totalCount === 0)
+      // (Background work, projectors and presence, keeps trying to connect, so the pool is seldom empty: no idle one is what matters.)
+      await until(() => closed.pool.idleCount === 0)
 
       const page = await request(closed.url).get('/chats/closed')
       assert.equal(page.status, 503, page.text.slice(0, 200))
