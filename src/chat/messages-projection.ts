@@ -32,14 +32,6 @@ export interface Change {
   message: Message
 }
 
-export interface ChatSummary {
-  chatId: string
-  version: number
-  messageCount: number
-  lastSender: string
-  lastSentAt: Date
-}
-
 export const MESSAGES_CHANNEL = 'messages'
 /** pg_notify payloads must stay under 8000 bytes. */
 const MAX_PAYLOAD = 7000
@@ -379,11 +371,6 @@ export async function messageById(db: DB, chatId: string, messageId: number): Pr
 export async function headVersion(db: DB, chatId: string): Promise<number> {
   const row = await db.selectFrom('chats').select('version').where('chat_id', '=', chatId).executeTakeFirst()
   return Number(row?.version ?? 0)
-}
-
-export async function recentChats(db: DB, limit = 12): Promise<ChatSummary[]> {
-  const rows = await db.selectFrom('chats').selectAll().orderBy('last_sent_at', 'desc').limit(limit).execute()
-  return rows.map((row) => ({ chatId: row.chat_id, version: Number(row.version), messageCount: Number(row.message_count), lastSender: row.last_sender, lastSentAt: row.last_sent_at }))
 }
 
 /** Reaction counts by emoji, in the order they are offered; emoji nobody chose are left out. */
