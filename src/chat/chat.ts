@@ -8,6 +8,7 @@
  */
 
 import type { Answer as AnswerOf, Decider, Decision as DecisionOf } from '../event-store/decider.js'
+import { LearntInOrder, RecentActs, RecentCommands } from './recent.js'
 
 export const CHAT_ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/
 export const COMMAND_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
@@ -117,13 +118,15 @@ export type Answer = AnswerOf<ChatEvent['type']>
  * Only what decide needs, so it stays small however long the chat is: the
  * version, each person's command times within the rate window, the answers to
  * the latest command ids, and the facts of the messages at hand. `messages`
- * maps an id to null when that version is known not to be a message.
+ * maps an id to null when that version is known not to be a message, in the
+ * order they became known (the first known go first when compacted). All
+ * three are persistent values: evolve shares them, never copies them.
  */
 export interface Chat {
   version: number
-  recentActs: ReadonlyMap<string, readonly number[]>
-  recentCommands: ReadonlyMap<string, Answer>
-  messages: ReadonlyMap<number, MessageFacts | null>
+  recentActs: RecentActs
+  recentCommands: RecentCommands<Answer>
+  messages: LearntInOrder<number, MessageFacts | null>
 }
 
 export type RejectionStatus = 403 | 404 | 422 | 429
@@ -143,7 +146,7 @@ export class Rejection extends Error {
 export type Decision = DecisionOf<ChatEvent, Rejection>
 
 export function initialState(version = 0): Chat {
-  return { version, recentActs: new Map(), recentCommands: new Map(), messages: new Map() }
+  return { version, recentActs: RecentActs.empty(RATE_WINDOW_MS, RATE_LIMIT), recentCommands: RecentCommands.empty(RECENT_COMMANDS), messages: LearntInOrder.empty() }
 }
 
 /** The message a command is about, if any: the command handler reads its facts from the log before deciding. */
@@ -186,8 +189,10 @@ export function decide(command: ChatCommand, state: Chat): Decision {
 
 export function evolve(state: Chat, event: ChatEvent): Chat {
   const version = state.version + 1
-  const recentActs = withAct(state.recentActs, actorOf(event), Date.parse(timeOf(event)))
-  const recentCommands = withCommand(state.recentCommands, commandKey(event.metadata.personId, event.metadata.commandId), { version, type: event.type })
+  const actor = actorOf(event)
+  const at = Date.parse(timeOf(event))
+  const recentActs = actor === undefined || Number.isNaN(at) ? state.recentActs : state.recentActs.with(actor, at)
+  const recentCommands = state.recentCommands.with(commandKey(event.metadata.personId, event.metadata.commandId), { version, type: event.type })
   return { version, recentActs, recentCommands, messages: withMessageFacts(state.messages, version, event) }
 }
 
@@ -197,12 +202,9 @@ export function evolve(state: Chat, event: ChatEvent): Chat {
  */
 export function withKnownMessages(state: Chat, known: ReadonlyMap<number, MessageFacts | null>): Chat {
   if (known.size === 0) return state
-  const messages = new Map(state.messages)
   // Learnt facts go in last, so they are the ones kept when the state is compacted.
-  for (const [id, facts] of known) {
-    messages.delete(id)
-    messages.set(id, facts)
-  }
+  let messages = state.messages
+  for (const [id, facts] of known) messages = messages.learn(id, facts)
   return { ...state, messages }
 }
 
@@ -291,7 +293,7 @@ function ownMessage(state: Chat, messageId: number, personId: string, verb: stri
 
 function rateLimit(command: ChatCommand, state: Chat): Rejection | undefined {
   const now = command.metadata.now.getTime()
-  const acts = (state.recentActs.get(command.data.personId) ?? []).filter((at) => at > now - RATE_WINDOW_MS)
+  const acts = state.recentActs.of(command.data.personId).filter((at) => at > now - RATE_WINDOW_MS)
   if (acts.length < RATE_LIMIT) return undefined
   const retryAfterSeconds = Math.max(1, Math.ceil((acts[0]! + RATE_WINDOW_MS - now) / 1000))
   return new Rejection(429, `Slow down: at most ${RATE_LIMIT} messages and changes a minute. Try again in ${retryAfterSeconds} s.`, retryAfterSeconds)
@@ -369,42 +371,11 @@ export function messageIdOf(event: ChatEvent, version: number): number {
   return event.type === 'MessageSent' ? version : event.data.messageId
 }
 
-/**
- * Only the actor's own list is copied and trimmed, so folding an event does
- * not cost in proportion to everyone who spoke in the last minute; people who
- * went quiet are dropped when the map grows.
- */
-function withAct(acts: ReadonlyMap<string, readonly number[]>, actor: string | undefined, at: number): ReadonlyMap<string, readonly number[]> {
-  if (actor === undefined || Number.isNaN(at)) return acts
-  const next = new Map(acts)
-  const horizon = at - RATE_WINDOW_MS
-  const own = (acts.get(actor) ?? []).filter((time) => time > horizon)
-  own.push(at)
-  next.set(actor, own.length > RATE_LIMIT ? own.slice(-RATE_LIMIT) : own)
-  if (next.size > 64) {
-    for (const [person, times] of next) if (times.at(-1)! <= horizon) next.delete(person)
-  }
-  return next
-}
-
-function withCommand(commands: ReadonlyMap<string, Answer>, key: string, answer: Answer): ReadonlyMap<string, Answer> {
-  const next = new Map(commands)
-  next.set(key, answer)
-  if (next.size > RECENT_COMMANDS) next.delete(next.keys().next().value!)
-  return next
-}
-
-function withMessageFacts(messages: ReadonlyMap<number, MessageFacts | null>, version: number, event: ChatEvent): ReadonlyMap<number, MessageFacts | null> {
+function withMessageFacts(messages: Chat['messages'], version: number, event: ChatEvent): Chat['messages'] {
   const id = messageIdOf(event, version)
+  if (event.type === 'MessageSent') return messages.set(id, { authorId: event.data.authorId, content: event.data.content, retracted: false, reactions: new Set() })
   const known = messages.get(id)
-  if (event.type !== 'MessageSent' && !known) return messages
-  const next = new Map(messages)
-  if (event.type === 'MessageSent') {
-    next.set(id, { authorId: event.data.authorId, content: event.data.content, retracted: false, reactions: new Set() })
-  } else {
-    next.set(id, applyToFacts(known!, event))
-  }
-  return next
+  return known ? messages.set(id, applyToFacts(known, event)) : messages
 }
 
 /**
@@ -416,12 +387,7 @@ function withMessageFacts(messages: ReadonlyMap<number, MessageFacts | null>, ve
  */
 export function compact(state: Chat): Chat {
   if (state.messages.size <= KNOWN_MESSAGES) return state
-  const messages = new Map(state.messages)
-  for (const id of messages.keys()) {
-    if (messages.size <= KNOWN_MESSAGES) break
-    messages.delete(id)
-  }
-  return { ...state, messages }
+  return { ...state, messages: state.messages.within(KNOWN_MESSAGES) }
 }
 
 function applyToFacts(facts: MessageFacts, event: ChatEvent): MessageFacts {

@@ -616,10 +616,45 @@ describe('Chat state', () => {
 
   test('decide is pure: the same command on the same state decides the same, and the state is not changed', () => {
     const state = fold([messageSent(), reactionAdded()])
-    const snapshot = structuredClone(state)
+    const snapshot = describeState(state)
     for (const command of [sendMessage({ commandId: 'x' }), editMessage({ commandId: 'x' }), retractMessage({ commandId: 'x' }), toggleReaction({ commandId: 'x' })]) {
       assert.deepEqual(decide(command, state), decide(command, state))
     }
-    assert.deepEqual(state, snapshot)
+    assert.deepEqual(describeState(state), snapshot)
+  })
+
+  test('evolve is pure: folding more events into a state, twice over, leaves it as it was', () => {
+    const state = fold([messageSent(), reactionAdded()])
+    const snapshot = describeState(state)
+    const a = fold([messageSent({ authorId: BOB, sender: 'bob', commandId: 'a' }), messageEdited({ content: 'changed' }), reactionRemoved()], state)
+    const b = fold([messageRetracted({ commandId: 'b' })], state)
+    assert.deepEqual(describeState(state), snapshot)
+    assert.equal(a.messages.get(1)?.content, 'changed')
+    assert.equal(b.messages.get(1)?.retracted, true)
+    assert.equal(a.recentCommands.has(commandKey(ALICE, 'b')), false)
+    assert.equal(b.recentCommands.has(commandKey(BOB, 'a')), false)
+  })
+
+  test('folding costs the same with thousands of people active in the window: the memory is shared, not copied', () => {
+    // 20,000 sends from 5,000 people within a minute; each keeps its own few act times.
+    let state = initialState()
+    for (let i = 0; i < 20_000; i++) state = evolve(state, messageSent({ authorId: `p${i % 5000}`, sender: 'someone', commandId: `c${i}` }, new Date(T0.getTime() + i)))
+    assert.equal(state.recentActs.size, 5000)
+    assert.equal(state.recentActs.of('p42').length, 4)
+    assert.equal(state.recentCommands.size, RECENT_COMMANDS)
+    const before = state
+    const after = evolve(before, messageSent({ authorId: 'p42', sender: 'someone', commandId: 'one more' }, new Date(T0.getTime() + 20_000)))
+    assert.equal(before.recentActs.of('p42').length, 4)
+    assert.equal(after.recentActs.of('p42').length, 5)
+    // A minute later, the people who went quiet are swept out as new people come.
+    let later = after
+    for (let i = 0; i < 10_000; i++) later = evolve(later, messageSent({ authorId: `q${i}`, sender: 'someone', commandId: `d${i}` }, new Date(T0.getTime() + 120_000 + i)))
+    assert.ok(later.recentActs.size <= 2 * 10_000, `${later.recentActs.size} people remembered`)
+    assert.equal(later.recentActs.of('p42').length, 0)
   })
 })
+
+/** A state as plain data, to compare one with itself before and after. */
+function describeState(state: Chat) {
+  return { version: state.version, acts: [...state.recentActs], commands: [...state.recentCommands], messages: [...state.messages] }
+}
