@@ -87,6 +87,22 @@ interface Job<Command> {
 
 type JobOutcome = { ok: CommandResult } | { rejected: RejectionLike }
 
+/** A batch decided on states at hand, to be appended. */
+interface Decided<State> {
+  outcomes: JobOutcome[]
+  states: Map<string, State>
+  appends: StreamAppend[]
+}
+
+/** Where a stream stands while batches on it are in flight. */
+interface Line<State> {
+  /** The state the latest batch leads to; undefined until it is done when that is not known (it reads the log, or it failed). */
+  state: State | undefined
+  /** Settles when the latest batch is done: true when it landed exactly as it was decided. */
+  last: Promise<boolean>
+  batches: number
+}
+
 const MAX_ATTEMPTS = 4
 
 /**
@@ -98,8 +114,10 @@ const MAX_ATTEMPTS = 4
  * states up to date with what the rules need (the loader), decide, append.
  * When every stream's cached state covers its commands, the whole group
  * commits in one round trip instead, checked by the database against the
- * log. A failed shared transaction is split and each command retried alone;
- * a conflict reloads and decides again, a bounded number of times.
+ * log; a busy stream's next batch is decided meanwhile, on the state the
+ * batch in flight leads to (`run`). A failed shared transaction is split
+ * and each command retried alone; a conflict reloads and decides again, a
+ * bounded number of times.
  *
  * @example
  * const handler = new CommandHandler({ db, decider: chatDecider, loader: chatStateLoader, ... })
@@ -114,6 +132,8 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   private readonly maxConcurrentBatches: number
   private readonly maxQueued: number
   private readonly maxWaitMs: number
+  /** Per stream with batches in flight: where the next batch stands (see `run`). */
+  private readonly lines = new Map<string, Line<State>>()
   private queue: Job<Command>[] = []
   private running = 0
   private idleWaiters: (() => void)[] = []
@@ -204,13 +224,40 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     this.queue = kept
   }
 
+  /**
+   * Runs one batch. A busy stream does not wait for its batch in flight: the
+   * next batch decides on the state that batch leads to and takes its place
+   * in the stream's line, then appends at the version after it as soon as
+   * the one before it has landed. If that one did not land exactly as
+   * decided, nor does anything decided on it: it goes the transactional
+   * way, reading the log. Only `append` decides what is durable; the line
+   * only saves the wait and the conflicts.
+   */
   private async run(jobs: Job<Command>[]): Promise<void> {
     const streamIds = [...new Set(jobs.map((job) => this.props.streamIdOf(job.command)))]
+    await this.whenKnown(streamIds)
+    const decided = this.decideAhead(jobs, streamIds)
+    let settle!: (asDecided: boolean) => void
+    const settled = new Promise<boolean>((resolve) => (settle = resolve))
+    const before: Promise<boolean>[] = []
+    for (const streamId of streamIds) {
+      const line = this.lines.get(streamId)
+      if (line) before.push(line.last)
+      const state = decided?.states.get(streamId)
+      this.lines.set(streamId, { state: state && this.compact(state), last: settled, batches: (line?.batches ?? 0) + 1 })
+    }
+    let asDecided = false
     try {
-      const { outcomes, states, appended } =
-        (await this.appendOnCachedStates(jobs, streamIds)) ?? (await this.props.db.transaction().execute((tx) => this.decideAndAppend(tx, jobs, streamIds)))
-      const { compact } = this.props.decider
-      for (const [streamId, state] of states) this.cache.set(streamId, compact ? compact(state) : state)
+      const landedBefore = (await Promise.all(before)).every(Boolean)
+      let done = decided && landedBefore ? await this.appendDecided(decided) : undefined
+      asDecided = done !== undefined
+      if (!done) {
+        // What this batch was decided on did not happen: nothing may be decided on it any more.
+        for (const streamId of streamIds) this.lines.get(streamId)!.state = undefined
+        done = await this.props.db.transaction().execute((tx) => this.decideAndAppend(tx, jobs, streamIds))
+      }
+      const { outcomes, states, appended } = done
+      for (const [streamId, state] of states) this.remember(streamId, state)
       if (appended.length > 0) this.onAppended(appended)
       jobs.forEach((job, index) => {
         const outcome = outcomes[index]!
@@ -223,6 +270,7 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
         }
       })
     } catch (error) {
+      asDecided = false
       for (const streamId of streamIds) this.cache.delete(streamId)
       if (jobs.length > 1) {
         // One command's failure must not decide the others' fate: retry each alone.
@@ -231,7 +279,38 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
         return
       }
       await this.recover(jobs[0]!, error)
+    } finally {
+      settle(asDecided)
+      for (const streamId of streamIds) {
+        const line = this.lines.get(streamId)!
+        if (--line.batches === 0) this.lines.delete(streamId)
+      }
     }
+  }
+
+  /** Waits while a stream's next state is unknown until a batch in flight is done (it is reading the log, or failed). */
+  private async whenKnown(streamIds: string[]): Promise<void> {
+    for (;;) {
+      const unknown = streamIds.map((streamId) => this.lines.get(streamId)).find((line) => line !== undefined && line.state === undefined)
+      if (!unknown) return
+      await unknown.last
+    }
+  }
+
+  /**
+   * Keeps a durable state for the next commands. Batches of one stream can
+   * finish in any order (their answers come on different connections), and
+   * every one of them is durable by then: the newest version wins.
+   */
+  private remember(streamId: string, state: State): void {
+    const cached = this.cache.get(streamId)
+    if (cached && cached.version > state.version) return
+    this.cache.set(streamId, this.compact(state))
+  }
+
+  /** A state back within its bounds, to decide the next batch on. */
+  private compact(state: State): State {
+    return this.props.decider.compact?.(state) ?? state
   }
 
   private async recover(job: Job<Command>, error: unknown): Promise<void> {
@@ -259,25 +338,35 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   }
 
   /**
-   * The common case, in one round trip: every stream of the batch has a
-   * cached state that covers its commands, so decide on those and let the
-   * database check, under the stream locks, that they are current
-   * (`append`). Undefined, with nothing written, when a stream is not cached,
-   * its state lacks what a rule needs, or it moved meanwhile (another node
-   * wrote): then the transactional path reads the log and decides again.
+   * The common case, decided without the database: every stream of the batch
+   * has a state at hand (the one its batches in flight lead to, or else the
+   * cached one) that covers its commands. Undefined when a stream has none,
+   * or its state lacks what a rule needs: then the transactional path reads
+   * the log and decides.
    */
-  private async appendOnCachedStates(jobs: Job<Command>[], streamIds: string[]) {
+  private decideAhead(jobs: Job<Command>[], streamIds: string[]): Decided<State> | undefined {
     const states = new Map<string, State>()
     const byStream = this.commandsByStream(jobs)
     for (const streamId of streamIds) {
-      const cached = this.cache.get(streamId)
-      if (!cached || !this.props.loader.covers(cached, byStream.get(streamId)!)) return undefined
-      states.set(streamId, cached)
+      const base = this.lines.get(streamId)?.state ?? this.cache.get(streamId)
+      if (!base || !this.props.loader.covers(base, byStream.get(streamId)!)) return undefined
+      states.set(streamId, base)
     }
     const versions = new Map([...states].map(([streamId, state]) => [streamId, state.version]))
     const { outcomes, appends } = this.decideAll(jobs, states)
+    // Every stream the decisions read is checked, also those that get no event (a duplicate, a refusal).
     const all = streamIds.map((streamId) => appends.get(streamId) ?? { streamId, streamType: this.props.streamType, expectedVersion: versions.get(streamId)!, events: [] })
-    const result = await append(this.props.db, all)
+    return { outcomes, states, appends: all }
+  }
+
+  /**
+   * Appends what was decided ahead in one round trip: the database checks,
+   * under the stream locks, that every stream is at the version it was
+   * decided on. Undefined, with nothing written, when one moved (another
+   * node wrote).
+   */
+  private async appendDecided({ outcomes, states, appends }: Decided<State>) {
+    const result = await append(this.props.db, appends)
     if ('moved' in result) return undefined
     return { outcomes, states, appended: result.stored }
   }

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict'
 import { createHash, randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
-import { sql } from 'kysely'
+import { Kysely, PostgresDialect, sql } from 'kysely'
 import request from 'supertest'
 import { BODY_LIMIT } from '../../src/app.js'
 import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
 import { chatHandler } from '../../src/chat/chat-commands.js'
 import { Overloaded } from '../../src/event-store/command-handler.js'
+import type { Database } from '../../src/db/database.js'
 import { readStream } from '../../src/event-store/event-store.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
@@ -208,6 +209,60 @@ describe('the chat command handler', () => {
     assert.deepEqual(await a.handle(command('two-writers', 'carol', now, 'sent-through-b')), { ...viaB, duplicate: true })
     await assert.rejects(a.handle(command('two-writers', 'bob', now)), (error: Error & { status?: number }) => error.status === 429)
     assert.equal(await eventCount('two-writers'), RATE_LIMIT + 3)
+  })
+})
+
+describe('a hot chat: batches in flight on one chat', () => {
+  async function versionsOf(chatId: string): Promise<number[]> {
+    return (await readStream(node.db, `chat-${chatId}`, { limit: 10_000 })).map((event) => event.version)
+  }
+
+  test('the next batch decides on the state the one in flight leads to: no conflict, no fallback to the log, versions gapless', async () => {
+    const outcomes: string[] = []
+    // The same pool, watched: the transactional path is the one that takes the stream locks itself.
+    let lockedByHandler = 0
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: node.pool }), log: (event) => void (event.query.sql.includes('pg_advisory_xact_lock') && lockedByHandler++) })
+    const handler = chatHandler({ db, onOutcome: (outcome) => outcomes.push(outcome) })
+    await handler.handle(command('hot-line', 'warm-up'))
+    assert.equal(lockedByHandler, 1, 'a cold chat is read from the log under its lock (the premise)')
+    // Waves of 25 commands, each wave queued while the waves before it are in flight.
+    const waves = Array.from({ length: 8 }, (_, wave) => Array.from({ length: 25 }, (_, i) => handler.handle(command('hot-line', `w${wave}-${i}`))))
+    const results = await Promise.all(waves.flat())
+    assert.deepEqual(results.map((r) => r.version).sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => i + 2))
+    assert.deepEqual(await versionsOf('hot-line'), Array.from({ length: 201 }, (_, i) => i + 1))
+    assert.deepEqual(new Set(outcomes), new Set(['accepted']), 'every command accepted the first time, none in conflict')
+    assert.equal(lockedByHandler, 1, 'no batch fell back to reading the log')
+  })
+
+  test('a batch that fails takes down nothing decided on it: what was decided on its state is decided again on the log', async () => {
+    const handler = chatHandler({ db: node.db })
+    const first = await handler.handle(command('hot-failure', 'first', new Date(), 'said-long-ago'))
+    for (let i = 0; i < RECENT_COMMANDS + 5; i++) await handler.handle(command('hot-failure', `filler-${i}`))
+    // The repeat is out of the remembered window: decided as new, it fails on the unique index in
+    // the database. The batches queued behind it were decided on the state it would have led to.
+    const repeat = handler.handle(command('hot-failure', 'first', new Date(), 'said-long-ago'))
+    const behind = Array.from({ length: 30 }, (_, i) => handler.handle(command('hot-failure', `behind-${i}`)))
+    // Repeated again behind it: on the failing batch's state, this was a duplicate of a version that never was.
+    const repeatBehind = handler.handle(command('hot-failure', 'first', new Date(), 'said-long-ago'))
+    const results = await Promise.all(behind)
+    assert.deepEqual(await repeat, { ...first, duplicate: true })
+    assert.deepEqual(await repeatBehind, { ...first, duplicate: true })
+    const base = RECENT_COMMANDS + 6
+    assert.deepEqual(results.map((r) => r.version).sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => base + i + 1))
+    assert.ok(results.every((r) => !r.duplicate))
+    assert.deepEqual(await versionsOf('hot-failure'), Array.from({ length: base + 30 }, (_, i) => i + 1))
+  })
+
+  test('a repeat of a command still in flight answers as that command did, once it is durable', async () => {
+    const handler = chatHandler({ db: node.db })
+    await handler.handle(command('hot-repeat', 'warm-up'))
+    const original = handler.handle(command('hot-repeat', 'ann', new Date(), 'in-flight'))
+    const others = Array.from({ length: 10 }, (_, i) => handler.handle(command('hot-repeat', `other-${i}`)))
+    const repeats = Array.from({ length: 3 }, () => handler.handle(command('hot-repeat', 'ann', new Date(), 'in-flight')))
+    const answer = await original
+    await Promise.all(others)
+    for (const repeat of await Promise.all(repeats)) assert.deepEqual(repeat, { ...answer, duplicate: true })
+    assert.deepEqual(await versionsOf('hot-repeat'), Array.from({ length: 12 }, (_, i) => i + 1))
   })
 })
 
