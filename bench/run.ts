@@ -26,7 +26,7 @@ import { treeCpuMs } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
 import { closedLoop, COMPOSER, FORM, openLoop, stampedPost, type LoadResult } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
-import { KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
+import { benchSession, KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
 import { median, nowMs, percentile, Samples, sleep } from './lib/stats.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
@@ -43,6 +43,10 @@ const SIZES = {
   p2Rate: 500,
   p2Subscribers: 1000,
   p2Chats: 50,
+  // P8: one hot chat, each post from the next of many people (none near the 30 a minute one person may give).
+  p8Seconds: QUICK ? 4 : 10,
+  p8Writers: 50,
+  p8People: 3000,
   p3Subscribers: 10_000,
   p3Rounds: QUICK ? 3 : 7,
   p4Seconds: QUICK ? 3 : 8,
@@ -264,6 +268,80 @@ async function p2(server: BenchServer): Promise<void> {
     await app.stop()
     await db.drop()
   }
+}
+
+// ---------------------------------------------------------------- P8
+/**
+ * One hot chat, as a busy public room: 50 connections post JSON as fast as
+ * the answers come, each post from the next of many people. Beside it, P1's
+ * baseline server posting into one chat too (one INSERT per message).
+ * Versions must come out gapless: events = head version = messages.
+ */
+async function p8(server: BenchServer): Promise<void> {
+  console.log(`P8 hot chat: ${SIZES.p8Writers} writers into one chat, a different person per post, ${SIZES.p8Seconds} s per side, ${ROUNDS} round(s)`)
+  const appDb = await server.fresh('p8_app')
+  const baseDb = await server.fresh('p8_base')
+  const app = await startApp(appDb)
+  const base = await startChild<{ url: string }>('insert-server.ts', { BENCH_DATABASE_URL: baseDb.url })
+  const cookies = Array.from({ length: SIZES.p8People }, (_, i) => benchSession(`bench person ${i}`))
+  personOf(cookies[0]!)
+  const headers = cookies.map((cookie) => ({ 'content-type': 'application/json', accept: 'application/json', cookie }))
+  const next = (i: number) => ({
+    method: 'POST' as const,
+    path: '/chats/hot/messages',
+    headers: headers[i % headers.length]!,
+    body: JSON.stringify({ content: `hello from the bench, a message of ordinary length ${i}`, commandId: randomUUID() }),
+  })
+  const baseNext = (i: number) => ({ method: 'POST' as const, path: '/chats/hot/messages', headers: FORM, body: `content=hello+from+the+bench+${i}&commandId=${randomUUID()}` })
+  const load = { connections: SIZES.p8Writers, durationMs: SIZES.p8Seconds * 1000 }
+  const appRuns: (LoadResult & { nodeUs: number; pgUs: number })[] = []
+  const baseRuns: (LoadResult & { nodeUs: number; pgUs: number })[] = []
+  /** One closed-loop run, with the CPU its server and Postgres spent per accepted message. */
+  const measured = async (child: Child<{ url: string }>, spec: (i: number) => { method: 'POST'; path: string; headers: Record<string, string>; body: string }) => {
+    const cpu0 = await cpuOfChild(server, child)
+    const result = await closedLoop(child.ready.url, { ...load, next: spec })
+    const cpu1 = await cpuOfChild(server, child)
+    const accepted = acceptedCount(result)
+    return { ...result, nodeUs: ((cpu1.node - cpu0.node) * 1000) / accepted, pgUs: ((cpu1.pg - cpu0.pg) * 1000) / accepted }
+  }
+  const line = (run: (typeof appRuns)[number]) => `${fmt(acceptedCount(run) / run.durationMs * 1000)} msg/s, p50 ${ms(run.p50)}, p99 ${ms(run.p99)}, CPU per message: node ${fmt(run.nodeUs)} µs, postgres ${fmt(run.pgUs)} µs`
+  try {
+    await withPool(appDb.url, async (pool) => {
+      await closedLoop(app.ready.url, { ...load, durationMs: SIZES.warmupSeconds * 1000, next })
+      await closedLoop(base.ready.url, { ...load, durationMs: SIZES.warmupSeconds * 1000, next: baseNext })
+      for (let round = 0; round < ROUNDS; round++) {
+        const result = await measured(app, next)
+        appRuns.push(result)
+        const other = Object.entries(result.statuses).filter(([status]) => !ACCEPTED.includes(status))
+        if (other.length > 0 || result.errors > 0) notes.push(`P8 app round ${round + 1}: refused or failed answers: ${JSON.stringify(Object.fromEntries(other))}, errors ${result.errors}`)
+        console.log(`    app round ${round + 1}: ${line(result)}`)
+        const baseline = await measured(base, baseNext)
+        baseRuns.push(baseline)
+        console.log(`    baseline round ${round + 1}: ${line(baseline)}`)
+      }
+      const { rows } = await pool.query(`select count(*)::int as events, coalesce(max(stream_version), 0)::int as head, (select version::int from streams where stream_id = 'chat-hot') as version from events where stream_id = 'chat-hot'`)
+      const { events, head, version } = rows[0]
+      const expected = appRuns.reduce((sum, run) => sum + acceptedCount(run), 0)
+      await projected(pool, version)
+      const messages = await count(pool, `select count(*) as n from messages where chat_id = 'hot'`)
+      console.log(`    chat-hot: ${fmt(events)} events, head version ${fmt(head)}, streams.version ${fmt(version)}, ${fmt(messages)} messages (${fmt(expected)} accepted in the measured rounds)`)
+      if (events !== head || head !== version || messages !== events) notes.push(`P8: versions not gapless: ${events} events, head ${head}, streams.version ${version}, ${messages} messages`)
+    })
+  } finally {
+    await app.stop()
+    await base.stop()
+    await appDb.drop()
+    await baseDb.drop()
+  }
+  const rate = (runs: LoadResult[]) => median(runs.map((run) => acceptedCount(run) / run.durationMs * 1000))
+  const appRps = rate(appRuns)
+  const baseRps = rate(baseRuns)
+  const p99 = median(appRuns.map((run) => run.p99))
+  const p1 = sameRun.p1 ? ` · ${fmt(sameRun.p1.rps)} (P1, 1,000 chats)` : ''
+  report({ id: 'P8', figure: `hot chat: ${SIZES.p8Writers} writers, one chat (msg/s)`, app: fmt(appRps), baseline: `${fmt(baseRps)} (POST → INSERT)${p1}`, ratio: ratio(appRps / baseRps), target: '≥ 1,000 msg/s', met: appRps >= 1000 })
+  const cpu = (runs: { nodeUs: number; pgUs: number }[]) => `${fmt(median(runs.map((run) => run.nodeUs)))} + ${fmt(median(runs.map((run) => run.pgUs)))} µs`
+  report({ id: 'P8', figure: 'CPU per message: node + postgres', app: cpu(appRuns), baseline: cpu(baseRuns), ratio: '', target: '' })
+  report({ id: 'P8', figure: 'POST latency p50 / p99 under that load', app: `${ms(median(appRuns.map((run) => run.p50)))} / ${ms(p99)}`, baseline: `${ms(median(baseRuns.map((run) => run.p50)))} / ${ms(median(baseRuns.map((run) => run.p99)))}`, ratio: '', target: 'p99 < 100 ms', met: p99 < 100 })
 }
 
 // ---------------------------------------------------------------- P1M / P2M
@@ -954,6 +1032,7 @@ const server = await benchServer(ROOT)
 try {
   if (wanted('P1')) await p1(server)
   if (wanted('P2')) await p2(server)
+  if (wanted('P8')) await p8(server)
   if (wanted('P1M') || wanted('P2M')) await mixed(server)
   if (wanted('P3')) await p3(server)
   if (wanted('P4') || wanted('P4T')) await p4(server)

@@ -14,11 +14,11 @@
  *   2 reactions, 1 edit. An edit is made by the author of the message it
  *   edits (their session cookie), so the rules accept it.
  */
-import { randomUUID } from 'node:crypto'
+import { createHmac, randomUUID } from 'node:crypto'
 import { signedCookie } from 'cookie-parser'
 import type pg from 'pg'
 import { REACTIONS } from '../../src/chat/chat.js'
-import { parseSession, SESSION_COOKIE } from '../../src/http/session.js'
+import { newPersonId, parseSession, SESSION_COOKIE } from '../../src/http/session.js'
 import { COMPOSER, FORM, type RequestSpec } from './load.js'
 import { nowMs, sleep } from './stats.js'
 
@@ -40,6 +40,17 @@ export interface Person {
 }
 
 /** The person a session cookie (as `sessions()` returns it: `name=value; …`) belongs to, read as the app reads it. */
+/**
+ * A session cookie for a new person, signed here as the app signs it
+ * (cookie-signature: HMAC-SHA256, base64 without padding): thousands of
+ * people without thousands of requests before the clock starts.
+ */
+export function benchSession(name: string): string {
+  const value = `p1.${newPersonId()}.${name}`
+  const signature = createHmac('sha256', BENCH_SESSION_SECRET).update(value).digest('base64').replace(/=+$/, '')
+  return `${SESSION_COOKIE}=${encodeURIComponent(`s:${value}.${signature}`)}`
+}
+
 export function personOf(cookie: string): Person {
   const raw = cookie
     .split('; ')
