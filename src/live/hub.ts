@@ -159,7 +159,12 @@ export class Hub {
         // another life of the database and would skip what comes next.
         subscriber.sent = Math.min(cursor, await committedNow!)
       }
-      await this.catchUp(chat, subscriber)
+      // Nothing to read back: a reader with no cursor (or one at the head)
+      // joins the live run here, in this synchronous step, without a query.
+      // At thousands of streams opening at once, a catch-up read each would
+      // queue them all behind the pool for nothing.
+      if (subscriber.sent >= chat.head) subscriber.catchingUp = false
+      else await this.catchUp(chat, subscriber)
     } catch (error) {
       this.drop(chat, subscriber, error)
     }
