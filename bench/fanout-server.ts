@@ -9,7 +9,7 @@
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { serveParent } from './lib/processes.js'
+import { cpuMs, serveParent } from './lib/processes.js'
 
 const STREAM = /^\/chats\/([^/?]+)\/events(?:\?.*)?$/
 const POST = /^\/chats\/([^/?]+)\/messages$/
@@ -73,7 +73,7 @@ await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
 
 serveParent(
   { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` },
-  { subscribers: () => ({ subscribers: subscriberCount }) },
+  { subscribers: () => ({ subscribers: subscriberCount }), cpu: () => cpuMs() },
   async () => {
     for (const { subscribers } of chats.values()) for (const subscriber of subscribers) subscriber.end()
     server.close()
