@@ -2,7 +2,8 @@
  * `npm run bench [-- --quick] [-- --only P1,P3] [-- --rounds N]` (P1M and P2M, the mixed
  * workload, are one scenario: --only P1M or P2M runs its part of it; P9 is
  * P9a and P9b, which run on P5's seeded log, seeded once per invocation, and
- * run P5's measurement for their baseline; P4T runs P4 for its baseline)
+ * run P5's measurement for their baseline; P4T runs P4 for its baseline; P7,
+ * one node's 19,000 streams, is in streams.ts)
  *
  * Starts the app on fresh databases, loads it from this process (the app and
  * the SSE clients run in processes of their own), and prints each figure next
@@ -28,6 +29,7 @@ import { closedLoop, COMPOSER, FORM, openLoop, stampedPost, type LoadResult } fr
 import { startChild, type Child } from './lib/processes.js'
 import { benchSession, KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
 import { median, nowMs, percentile, Samples, sleep } from './lib/stats.js'
+import { p7 } from './streams.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
 const argv = process.argv.slice(2)
@@ -63,6 +65,18 @@ const SIZES = {
   mixedLatencyPeople: 400,
   mixedSubscribersPerChat: 20,
   warmupSeconds: QUICK ? 1 : 2,
+  // P7: one node's streams (a process may hold 20,000 open files), clients in processes of under 5,000 sockets each.
+  p7: {
+    streams: QUICK ? 4_000 : 19_000,
+    chats: QUICK ? 200 : 1_000,
+    rate: 500,
+    seconds: QUICK ? 5 : 20,
+    sweepRates: QUICK ? [250, 500, 1000] : [250, 500, 750, 1000, 1500, 2000],
+    sweepSeconds: QUICK ? 3 : 5,
+    clientProcesses: QUICK ? 1 : 4,
+    people: 200,
+    warmupSeconds: QUICK ? 1 : 2,
+  },
 }
 
 interface Row {
@@ -1035,6 +1049,7 @@ try {
   if (wanted('P8')) await p8(server)
   if (wanted('P1M') || wanted('P2M')) await mixed(server)
   if (wanted('P3')) await p3(server)
+  if (wanted('P7')) await p7(server, { sizes: SIZES.p7, startApp, sessions, report, notes, fmt, ms })
   if (wanted('P4') || wanted('P4T')) await p4(server)
   const p9a_ = wanted('P9') || wanted('P9A')
   const p9b_ = wanted('P9') || wanted('P9B')

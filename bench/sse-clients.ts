@@ -32,8 +32,27 @@ const CHAT_OF_URL = /\/chats\/([^/?]+)\/events/
 /** Arrival times of every frame by `<chatId> <id>`, while tracking. */
 let tracking = false
 let arrivals = new Map<string, number[]>()
+/**
+ * Each stream's frames by id, while counting: exactly once per subscriber is
+ * the claim, so lost and duplicated are told per stream, not from totals.
+ */
+interface Stream {
+  chatId: string
+  seen: Map<number, number> | undefined
+}
+const streams = new Set<Stream>()
+let counting = false
+/** The size of the last stamped frame: a baseline writes frames of the same size. */
+let frameBytes = 0
 
-function onEvent(text: string, at: number, chatId: string): void {
+function onEvent(text: string, at: number, chatId: string, stream: Stream): void {
+  if (counting) {
+    const id = FRAME_ID.exec(text)
+    if (id) {
+      stream.seen ??= new Map()
+      stream.seen.set(Number(id[1]), (stream.seen.get(Number(id[1])) ?? 0) + 1)
+    }
+  }
   if (tracking) {
     const id = FRAME_ID.exec(text)
     if (id) {
@@ -47,6 +66,7 @@ function onEvent(text: string, at: number, chatId: string): void {
   if (!match) return
   const stamp = Number(match[1])
   latencies.push(at - stamp)
+  frameBytes = Buffer.byteLength(text) + 2
   const key = `${stamp}`
   let delivery = deliveries.get(key)
   if (!delivery) deliveries.set(key, (delivery = { count: 0, stamp, last: 0 }))
@@ -63,6 +83,7 @@ function onEvent(text: string, at: number, chatId: string): void {
 
 function open(url: string, localAddress: string): Promise<boolean> {
   const chatId = CHAT_OF_URL.exec(url)?.[1] ?? ''
+  const stream: Stream = { chatId, seen: undefined }
   return new Promise((resolve) => {
     const request = http.get(url, { agent: false, localAddress, headers: { accept: 'text/event-stream' } }, (res) => {
       if (res.statusCode !== 200) {
@@ -77,16 +98,18 @@ function open(url: string, localAddress: string): Promise<boolean> {
         buffer += chunk
         let end: number
         while ((end = buffer.indexOf('\n\n')) >= 0) {
-          onEvent(buffer.slice(0, end), at, chatId)
+          onEvent(buffer.slice(0, end), at, chatId, stream)
           buffer = buffer.slice(end + 2)
         }
         if (first) {
           first = false
           connected++
+          streams.add(stream)
           resolve(true)
         }
       })
       res.on('close', () => {
+        streams.delete(stream)
         if (clients.delete(request) && !first) connected--
       })
     })
@@ -166,6 +189,39 @@ serveParent(
       }
       const sorted = samples.sorted()
       return { count: sorted.length, versions, missing, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted[sorted.length - 1] ?? NaN }
+    },
+    /** Every latency since the last reset (to merge with other processes' before taking percentiles), then reset. */
+    latencySamples() {
+      const sorted = latencies.sorted()
+      latencies = new Samples()
+      deliveries.clear()
+      return { samples: Array.from(sorted), frameBytes }
+    },
+    /** Starts (or stops) counting every stream's frames by id, from empty. */
+    count(message) {
+      counting = Boolean(message.on)
+      for (const stream of streams) stream.seen = undefined
+      return {}
+    },
+    /**
+     * For every version in `expected` (chat id: versions), how many open
+     * streams of that chat never got its frame, and how many extra copies
+     * came (frames of other versions are not looked at).
+     */
+    exactness(message) {
+      const expected = message.expected as Record<string, number[]>
+      let lost = 0
+      let duplicated = 0
+      let deliveries = 0
+      for (const stream of streams) {
+        for (const version of expected[stream.chatId] ?? []) {
+          const copies = stream.seen?.get(version) ?? 0
+          if (copies === 0) lost++
+          else deliveries++
+          if (copies > 1) duplicated += copies - 1
+        }
+      }
+      return { lost, duplicated, deliveries, streams: streams.size }
     },
     status: () => ({ connected }),
     closeAll() {

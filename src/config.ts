@@ -50,7 +50,7 @@ export function readSettings(env: Env): Settings {
   const settings: Settings = {
     port: read('PORT', integer(0, 65_535), 3000),
     postsPerMinutePerAddress: read('POSTS_PER_MINUTE_PER_ADDRESS', integer(0), 600),
-    maxSubscribers: read('MAX_SUBSCRIBERS', integer(1), 10_000),
+    maxSubscribers: read('MAX_SUBSCRIBERS', integer(1), 19_000),
     maxStreamsPerAddress: read('MAX_STREAMS_PER_ADDRESS', integer(1), 20),
     maxConnectionsPerAddress: read('MAX_CONNECTIONS_PER_ADDRESS', integer(1), 256),
     newChatsPerMinutePerAddress: read('NEW_CHATS_PER_MINUTE_PER_ADDRESS', integer(0), 20),

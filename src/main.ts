@@ -14,7 +14,7 @@ import { startNode } from './server.js'
  *   SESSION_SECRET  signs session cookies; unset: generated once and kept in DATA_DIR
  *   DATA_DIR        where the embedded database and generated secret live (default .data)
  *   POSTS_PER_MINUTE_PER_ADDRESS  posts allowed per client address per minute (default 600; 0: off)
- *   MAX_SUBSCRIBERS live streams per process (default 10000)
+ *   MAX_SUBSCRIBERS live streams per process (default 19000; each holds a file descriptor: see README on ulimit -n)
  *   MAX_STREAMS_PER_ADDRESS       live streams one client address may hold (default 20)
  *   MAX_CONNECTIONS_PER_ADDRESS   open connections one client address may hold (default 256; not applied behind a trusted proxy)
  *   NEW_CHATS_PER_MINUTE_PER_ADDRESS  chats one client address may start per minute (default 20; 0: off)

@@ -54,7 +54,7 @@ describe('settings are checked before anything starts', () => {
     assert.deepEqual(readSettings({}), {
       port: 3000,
       postsPerMinutePerAddress: 600,
-      maxSubscribers: 10_000,
+      maxSubscribers: 19_000,
       maxStreamsPerAddress: 20,
       maxConnectionsPerAddress: 256,
       newChatsPerMinutePerAddress: 20,

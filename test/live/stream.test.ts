@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import request from 'supertest'
 import { admin } from '../support/database.js'
@@ -106,6 +107,43 @@ describe('GET /chats/:chatId/events', () => {
     const deadline = Date.now() + 2_000
     while (node.hub.subscriberCount >= count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
     assert.equal(node.hub.subscriberCount, count - 1)
+  })
+
+  test('a plain stream that just got a frame skips its comment heartbeat; a quiet one still gets it', async () => {
+    const busy = await SseClient.open(`${node.url}/chats/beats-busy/events`)
+    const quiet = await SseClient.open(`${node.url}/chats/beats-quiet/events`)
+    await busy.waitFor(() => node.hub.subscriberCount >= 2, 2_000, 'both subscriptions')
+    await post(node, 'beats-busy', 'a frame is as good as a heartbeat')
+    await busy.waitForCount(1)
+    const beats = (client: SseClient) => client.comments.filter((comment) => comment === 'heartbeat').length
+    const before = { busy: beats(busy), quiet: beats(quiet) }
+    // Every slice of the period, now instead of over 15 s.
+    for (let slot = 0; slot < 15; slot++) node.hub['beat'](slot)
+    await quiet.waitFor(() => beats(quiet) > before.quiet, 2_000, 'the quiet stream\'s heartbeat')
+    assert.equal(beats(busy), before.busy, 'no heartbeat right after a frame')
+    busy.close()
+    quiet.close()
+  })
+
+  test('an HTTP/1.0 stream (no chunked encoding) gets its frames as plain bytes', async () => {
+    const socket = connect(Number(new URL(node.url).port), '127.0.0.1')
+    let received = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (text: string) => (received += text))
+    socket.write('GET /chats/old-client/events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n')
+    const until = async (predicate: () => boolean, what: string) => {
+      for (const deadline = Date.now() + 5_000; !predicate(); await new Promise((resolve) => setTimeout(resolve, 10))) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(received)}`)
+      }
+    }
+    await until(() => received.includes(': live tea'), 'the stream to open')
+    await post(node, 'old-client', 'hello, 1996')
+    await until(() => received.includes('hello, 1996'), 'the frame')
+    assert.match(received, /^HTTP\/1\.1 200 /)
+    assert.doesNotMatch(received, /Transfer-Encoding: chunked/i)
+    const body = received.slice(received.indexOf('\r\n\r\n') + 4)
+    assert.match(body, /\n\nid: 1\ndata: <article/, 'the frame follows the preamble directly, with no chunk size line')
+    socket.destroy()
   })
 
   test('1,000 messages from 20 concurrent writers arrive at a subscriber exactly once each, in version order', async () => {

@@ -1,0 +1,82 @@
+/**
+ * P7's baseline: a bare node:http server with the app's routes for a post
+ * and a stream, and no database. GET /chats/:id/events subscribes to that
+ * chat; POST /chats/:id/messages (JSON `{content, commandId}`) numbers the
+ * message in its chat, writes one frame of the app's frame size to that
+ * chat's subscribers in a plain loop and answers `201 {chatId, version}`, as
+ * the app does. What the app does beyond this (sessions, rules, the commit,
+ * rendering, presence, heartbeats) is what the ratio measures.
+ */
+import { createServer, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { cpuMs, serveParent } from './lib/processes.js'
+
+const STREAM = /^\/chats\/([^/?]+)\/events(?:\?.*)?$/
+const POST = /^\/chats\/([^/?]+)\/messages$/
+/** The app's frame size, measured by the bench from the app's own frames (its message fragment carries forms). */
+const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 600)
+
+const chats = new Map<string, { version: number; subscribers: Set<ServerResponse> }>()
+let subscriberCount = 0
+
+function chat(chatId: string) {
+  let found = chats.get(chatId)
+  if (!found) chats.set(chatId, (found = { version: 0, subscribers: new Set() }))
+  return found
+}
+
+function frameOf(chatId: string, version: number, content: string): Buffer {
+  const head =
+    `id: ${version}\n` +
+    `data: <article class="message" id="message-${chatId}-${version}" data-sender="sunny-otter-42">\n` +
+    `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}">10:00</time></header>\n` +
+    `data:   <p class="content">${content}</p>\n`
+  const tail = 'data: </article>\n\n'
+  // Padded to the app's size with one more data line, so both write the same bytes per frame.
+  const padding = Math.max(0, FRAME_BYTES - Buffer.byteLength(head) - Buffer.byteLength(tail) - 'data: \n'.length)
+  return Buffer.from(`${head}data: ${' '.repeat(padding)}\n${tail}`)
+}
+
+const server = createServer((req, res) => {
+  const url = req.url ?? ''
+  const stream = req.method === 'GET' ? STREAM.exec(url) : null
+  if (stream) {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' })
+    res.write('retry: 1000\n\n')
+    req.socket.setNoDelay(true)
+    const subscribers = chat(stream[1]!).subscribers
+    subscribers.add(res)
+    subscriberCount++
+    res.on('close', () => subscribers.delete(res) && subscriberCount--)
+    return
+  }
+  const post = req.method === 'POST' ? POST.exec(url) : null
+  if (post) {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (chunk) => (body += chunk))
+    req.on('end', () => {
+      const chatId = post[1]!
+      const { content } = JSON.parse(body) as { content: string }
+      const target = chat(chatId)
+      const version = ++target.version
+      const frame = frameOf(chatId, version, content)
+      for (const subscriber of target.subscribers) subscriber.write(frame)
+      res.writeHead(201, { 'Content-Type': 'application/json' }).end(JSON.stringify({ chatId, version }))
+    })
+    return
+  }
+  res.writeHead(404).end()
+})
+server.keepAliveTimeout = 5_000
+await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+
+serveParent(
+  { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` },
+  { subscribers: () => ({ subscribers: subscriberCount }), cpu: () => cpuMs() },
+  async () => {
+    for (const { subscribers } of chats.values()) for (const subscriber of subscribers) subscriber.end()
+    server.close()
+    server.closeAllConnections()
+  },
+)
