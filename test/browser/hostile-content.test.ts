@@ -49,13 +49,23 @@ describe('a message of stacked combining marks', () => {
     const above: Box = { x: scroller.x, y: scroller.y, width: scroller.width, height: bubble.y - scroller.y }
     const below: Box = { x: scroller.x, y: bubble.y + bubble.height, width: scroller.width, height: scroller.y + scroller.height - (bubble.y + bubble.height) }
 
-    const withMarks = [await pixels(page, above), await pixels(page, below)]
     await screenshot(page, 'zalgo-message')
     // The same page with the message's text hidden: whatever differs outside the bubble was drawn by that text.
-    await page.locator(`#message-${chatId}-${body.version} .content`).evaluate((element) => ((element as unknown as { style: { visibility: string } }).style.visibility = 'hidden'))
-    const withoutMarks = [await pixels(page, above), await pixels(page, below)]
-    assert.ok(withMarks[0]!.equals(withoutMarks[0]!), 'the marks draw above their bubble, over other messages')
-    assert.ok(withMarks[1]!.equals(withoutMarks[1]!), 'the marks draw below their bubble, over other messages')
+    const content = page.locator(`#message-${chatId}-${body.version} .content`)
+    const visibility = (value: string) => content.evaluate((element, value) => ((element as unknown as { style: { visibility: string } }).style.visibility = value), value)
+    // Something else may still move the page between two pictures (a late "who is here" frame on a
+    // busy machine): a difference counts only if it is there every time; marks drawn outside always are.
+    let differs = { above: false, below: false }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      await visibility('visible')
+      const withMarks = [await pixels(page, above), await pixels(page, below)]
+      await visibility('hidden')
+      const withoutMarks = [await pixels(page, above), await pixels(page, below)]
+      differs = { above: !withMarks[0]!.equals(withoutMarks[0]!), below: !withMarks[1]!.equals(withoutMarks[1]!) }
+      if (!differs.above && !differs.below) break
+    }
+    assert.ok(!differs.above, 'the marks draw above their bubble, over other messages')
+    assert.ok(!differs.below, 'the marks draw below their bubble, over other messages')
     assert.deepEqual(problems, [])
   })
 })
