@@ -171,7 +171,17 @@ async function startServer(postgresPath: string, pgdata: string, port: number, r
     '-c', 'listen_addresses=127.0.0.1',
     '-c', 'unix_socket_directories=',
     '-c', 'max_connections=300',
-  ], { ...runAs, cwd: '/', stdio: ['ignore', logHandle.fd, logHandle.fd], env: { ...process.env, LC_ALL: 'C.UTF-8' } })
+  ], {
+    ...runAs,
+    cwd: '/',
+    stdio: ['ignore', logHandle.fd, logHandle.fd],
+    env: { ...process.env, LC_ALL: 'C.UTF-8' },
+    // A process group of its own: Ctrl-C in a terminal (SIGINT to the whole
+    // foreground group) reaches the app alone, which finishes its work and
+    // then stops the server, instead of the server cutting the app's
+    // connections from under it mid-stop.
+    detached: true,
+  })
   await logHandle.close()
 
   let exited: string | undefined
