@@ -4,7 +4,6 @@ import { join, resolve } from 'node:path'
 import { readSettings, SettingsError, type Settings } from './config.js'
 import { startEmbeddedPostgres } from './db/embedded.js'
 import { createLogger } from './ops/logger.js'
-import { startNode } from './server.js'
 
 /**
  * The composition root, and the only code that reads the environment.
@@ -63,9 +62,17 @@ async function sessionSecret(): Promise<string> {
 }
 
 async function main(): Promise<void> {
+  // The app's modules load while the embedded server starts (or initdb runs):
+  // a start is mostly those two, and they need not wait for each other.
+  const server = import('./server.js')
+  server.catch(() => {}) // awaited below; a failure is reported there, not as an unhandled rejection
   const embeddedLog = logger.child({ component: 'embedded-postgres' })
   const embedded = env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log: (line) => embeddedLog.info(line) })
   const databaseUrl = env.DATABASE_URL ?? embedded!.url
+  const { startNode } = await server.catch(async (error) => {
+    await embedded?.stop()
+    throw error
+  })
   const node = await startNode({
     databaseUrl,
     sessionSecret: await sessionSecret(),
