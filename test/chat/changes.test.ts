@@ -13,6 +13,7 @@ import { sql } from 'kysely'
 import request, { type Response, type Test } from 'supertest'
 import { RATE_LIMIT } from '../../src/chat/chat.js'
 import { personTag, SESSION_COOKIE } from '../../src/http/session.js'
+import { join as joinAs, type Person as SessionHolder } from '../support/people.js'
 import { SseClient } from '../support/sse.js'
 import { SESSION_SECRET, startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
@@ -26,12 +27,8 @@ before(async () => {
 })
 after(() => node.close())
 
-interface Person {
-  name: string
-  /** `live_tea_session=…`, as a browser would send it back. */
-  cookie: string
-  personId: string
-}
+/** Someone with a session, and the person id it holds (read back from the signed cookie). */
+type Person = SessionHolder & { personId: string }
 
 /** The session cookie a response sets, ready to send back. */
 function sessionCookieOf(res: Response): string | undefined {
@@ -55,10 +52,8 @@ function personIdOf(cookie: string): string {
 
 /** Someone who picked a display name on the home page (POST /session): a new person, whatever the name. */
 async function join(name: string): Promise<Person> {
-  const res = await request(node.url).post('/session').type('form').send({ name }).expect(303)
-  const cookie = sessionCookieOf(res)
-  assert.ok(cookie, 'POST /session sets the session cookie')
-  return { name, cookie, personId: personIdOf(cookie) }
+  const person = await joinAs(node.url, name)
+  return { ...person, personId: personIdOf(person.cookie) }
 }
 
 /** Commands as JSON (a JSON body), with the person's cookie. */

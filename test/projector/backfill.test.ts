@@ -17,7 +17,7 @@ import { migrateToLatest } from '../../src/db/migrate.js'
 import { Projector, type ProjectedBatch } from '../../src/projector/projector.js'
 import { searchProjection } from '../../src/search/search-projection.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
-import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
+import { projectionCaughtUp as caughtUp, startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
 /**
  * `chats` × `versions` events in the app's shapes, chats interleaved: per ten
@@ -81,17 +81,6 @@ async function visibleMessages(db: DB): Promise<Row[]> {
 
 async function checkpoint(db: DB, name: string) {
   return db.selectFrom('projector_checkpoints').selectAll().where('name', '=', name).executeTakeFirst()
-}
-
-/** Whether the projection's checkpoint covers the last event committed. */
-async function caughtUp(db: DB, name: string): Promise<boolean> {
-  const { rows } = await sql<{ done: boolean }>`
-    select coalesce((select (c.last_txid, c.last_gp) >= (e.transaction_id, e.global_position)
-                     from projector_checkpoints c,
-                          (select transaction_id, global_position from events order by transaction_id desc, global_position desc limit 1) e
-                     where c.name = ${name}), false) as done
-  `.execute(db)
-  return rows[0]!.done
 }
 
 async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {

@@ -25,11 +25,11 @@ import { messagesProjection } from '../../src/chat/messages-projection.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import type { DB } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
-import { SESSION_COOKIE } from '../../src/http/session.js'
 import { Projector } from '../../src/projector/projector.js'
 import { searchProjection } from '../../src/search/search-projection.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
-import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
+import { join as joinAs, type Person } from '../support/people.js'
+import { projectionCaughtUp as caughtUp, startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 import { SseClient } from '../support/sse.js'
 
 const SEED_CHATS = 20
@@ -40,11 +40,6 @@ const WRITERS = 10
 let database: TestDatabase
 let node: TestNode
 
-interface Person {
-  name: string
-  cookie: string
-}
-
 interface Found {
   chatId: string
   messageId: number
@@ -53,12 +48,7 @@ interface Found {
   sentAt: string
 }
 
-async function join(name: string): Promise<Person> {
-  const res = await request(node.url).post('/session').type('form').send({ name }).expect(303)
-  const cookie = ([res.headers['set-cookie'] ?? []].flat() as string[]).find((line) => line.startsWith(`${SESSION_COOKIE}=`))?.split(';')[0]
-  assert.ok(cookie, 'POST /session sets the session cookie')
-  return { name, cookie }
-}
+const join = (name: string) => joinAs(node.url, name)
 
 /** Commands as JSON with the person's cookie: the raw answer (writers tolerate 429). */
 function as(person: Person) {
@@ -99,17 +89,6 @@ async function untilResults(q: string, predicate: (results: Found[]) => boolean,
     if (performance.now() - started > timeoutMs) assert.fail(`search "${q}" did not change as expected within ${timeoutMs} ms: ${JSON.stringify(results)}`)
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
-}
-
-/** The projection's checkpoint, and whether it covers every event committed so far. */
-async function caughtUp(db: DB, name: string): Promise<boolean> {
-  const { rows } = await sql<{ done: boolean }>`
-    select coalesce((select (c.last_txid, c.last_gp) >= (e.transaction_id, e.global_position)
-                     from projector_checkpoints c,
-                          (select transaction_id, global_position from events order by transaction_id desc, global_position desc limit 1) e
-                     where c.name = ${name}), false) as done
-  `.execute(db)
-  return rows[0]!.done
 }
 
 async function untilCaughtUp(name: string, timeoutMs = 20_000): Promise<void> {

@@ -1,3 +1,5 @@
+import { sql } from 'kysely'
+import type { DB } from '../../src/db/database.js'
 import { startNode, type AppNode, type NodeProps } from '../../src/server.js'
 import { freshDatabase, type TestDatabase } from './database.js'
 
@@ -50,4 +52,15 @@ export async function waitForProjection(node: AppNode, chatId: string, version: 
     node.projector.wake()
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
+}
+
+/** Whether the projection's checkpoint covers the last event committed. */
+export async function projectionCaughtUp(db: DB, name: string): Promise<boolean> {
+  const { rows } = await sql<{ done: boolean }>`
+    select coalesce((select (c.last_txid, c.last_gp) >= (e.transaction_id, e.global_position)
+                     from projector_checkpoints c,
+                          (select transaction_id, global_position from events order by transaction_id desc, global_position desc limit 1) e
+                     where c.name = ${name}), false) as done
+  `.execute(db)
+  return rows[0]!.done
 }
