@@ -41,6 +41,13 @@ export interface ProjectorProps {
   batchSize?: number
   /** Safety net when a wake-up hint is lost. */
   pollIntervalMs?: number
+  /**
+   * How long a wake-up may wait before it drains (0: at once). Under load a
+   * drain after every append projects a few events at a time, each batch a
+   * transaction of its own; a projection nobody reads live (search) waits a
+   * moment and takes many in one batch instead.
+   */
+  settleMs?: number
   /** Called after each committed batch. */
   onProjected?: (batch: ProjectedBatch, durationMs: number) => void
   onError?: (error: unknown) => void
@@ -86,6 +93,8 @@ export class Projector {
   private readonly projection: Projection
   private readonly batchSize: number
   private readonly pollIntervalMs: number
+  private readonly settleMs: number
+  private settleTimer: NodeJS.Timeout | undefined
   private readonly onProjected: NonNullable<ProjectorProps['onProjected']>
   private readonly onError: NonNullable<ProjectorProps['onError']>
   private draining: Promise<void> | undefined
@@ -96,11 +105,12 @@ export class Projector {
   position: Checkpoint | undefined
   lastBatchAt: Date | undefined
 
-  constructor({ db, projection, batchSize = 1000, pollIntervalMs = 500, onProjected = () => {}, onError = () => {} }: ProjectorProps) {
+  constructor({ db, projection, batchSize = 1000, pollIntervalMs = 500, settleMs = 0, onProjected = () => {}, onError = () => {} }: ProjectorProps) {
     this.db = db
     this.projection = projection
     this.batchSize = batchSize
     this.pollIntervalMs = pollIntervalMs
+    this.settleMs = settleMs
     this.onProjected = onProjected
     this.onError = onError
   }
@@ -128,17 +138,34 @@ export class Projector {
   async stop(): Promise<void> {
     this.stopped = true
     clearInterval(this.pollTimer)
+    clearTimeout(this.settleTimer)
+    this.settleTimer = undefined
     await this.draining
   }
 
-  /** Asks for a drain. Calls during a drain fold into one more pass. */
+  /** Asks for a drain. Calls during a drain fold into one more pass; with settleMs, calls within it fold into one drain. */
   wake(): void {
     if (this.stopped) return
     if (this.draining) {
       this.wakeAgain = true
       return
     }
-    this.draining = this.drainLoop().finally(() => (this.draining = undefined))
+    if (this.settleMs === 0) return this.drain()
+    this.settleTimer ??= setTimeout(() => {
+      this.settleTimer = undefined
+      if (!this.stopped && !this.draining) this.drain()
+    }, this.settleMs)
+  }
+
+  private drain(): void {
+    this.draining = this.drainLoop().finally(() => {
+      this.draining = undefined
+      // Woken during a settled drain: the next one settles too.
+      if (this.wakeAgain && this.settleMs > 0) {
+        this.wakeAgain = false
+        this.wake()
+      }
+    })
   }
 
   /** Projects everything committed so far, running or not; resolves when caught up. */
@@ -160,7 +187,7 @@ export class Projector {
         this.onError(error)
         return
       }
-    } while (this.wakeAgain && !this.stopped)
+    } while (this.wakeAgain && this.settleMs === 0 && !this.stopped)
   }
 
   /** One batch, one transaction. Returns how many events it covered. */

@@ -59,8 +59,9 @@ export const searchProjection: Projection = {
   name: 'search',
 
   async project(tx, after, limit) {
-    const { rows } = await sql<{ transaction_id: string; global_position: number; stream_id: string; stream_version: number; event_type: string; data: Record<string, unknown>; metadata: Record<string, unknown> }>`
-      select transaction_id::text, global_position, stream_id, stream_version, event_type, data, metadata
+    // The index is made of event data alone: metadata would only be parsed and dropped.
+    const { rows } = await sql<{ transaction_id: string; global_position: number; stream_id: string; stream_version: number; event_type: string; data: Record<string, unknown> }>`
+      select transaction_id::text, global_position, stream_id, stream_version, event_type, data
       from (${committedAfter(after, limit)}) as batch
     `.execute(tx)
     const last = rows.at(-1)
@@ -69,7 +70,7 @@ export const searchProjection: Projection = {
     for (const row of rows) {
       if (!row.stream_id.startsWith(CHAT_STREAM_PREFIX)) continue
       const chatId = row.stream_id.slice(CHAT_STREAM_PREFIX.length)
-      const event = toChatEvent({ streamId: row.stream_id, version: Number(row.stream_version), eventId: '', type: row.event_type, data: row.data, metadata: row.metadata, recordedAt: new Date() })
+      const event = toChatEvent({ streamId: row.stream_id, version: Number(row.stream_version), eventId: '', type: row.event_type, data: row.data, metadata: {}, recordedAt: new Date() })
       const messageId = event.type === 'MessageSent' ? Number(row.stream_version) : Number(event.data.messageId)
       const key = `${chatId} ${messageId}`
       const entry = entries.get(key) ?? { chatId, messageId, deleted: false }

@@ -8,7 +8,7 @@ import { REACTIONS } from '../../src/chat/chat.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import type { DB } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
-import { Projector } from '../../src/projector/projector.js'
+import { committedAfter, Projector, type Projection } from '../../src/projector/projector.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
 
 let database: TestDatabase
@@ -167,5 +167,53 @@ describe('messages projector', () => {
     assert.ok(rebuilt > 0)
     const { changes } = await readModel()
     assert.equal(changes.length, await eventCount())
+  })
+})
+
+describe('a projector that settles (search)', () => {
+  /** Counts what each batch covered, and writes nothing: the projector's own timing is what is under test. */
+  const counting = (name: string, batches: number[]): Projection => ({
+    name,
+    async project(tx, after, limit) {
+      const { rows } = await sql<{ txid: string; gp: string }>`select transaction_id::text as txid, global_position as gp from (${committedAfter(after, limit)}) as batch`.execute(tx)
+      const last = rows.at(-1)
+      if (rows.length > 0) batches.push(rows.length)
+      return { count: rows.length, last: last && { txid: last.txid, gp: Number(last.gp) }, heads: new Map() }
+    },
+    async reset() {},
+  })
+
+  test('folds the wake-ups of a burst into one drain after settleMs, and still projects every event', async () => {
+    const SETTLE_MS = 3_000
+    const handler = chatHandler({ db })
+    const batches: number[] = []
+    const name = `settle-${randomUUID()}`
+    const projector = new Projector({ db, projection: counting(name, batches), settleMs: SETTLE_MS, pollIntervalMs: 60_000 })
+    try {
+      // The backlog of the tests before this one, first.
+      await db.insertInto('projector_checkpoints').values({ name }).execute()
+      await projector.catchUp()
+      batches.length = 0
+      const started = Date.now()
+      await projector.start()
+      for (let i = 0; i < 10; i++) {
+        await send(handler, 'settle', i)
+        projector.wake()
+      }
+      // Each append woke it, yet it has not drained: the wake-ups wait for the settle time.
+      if (Date.now() - started < SETTLE_MS - 500) assert.deepEqual(batches, [])
+      const total = () => batches.reduce((sum, n) => sum + n, 0)
+      for (const deadline = Date.now() + SETTLE_MS + 10_000; total() < 10; ) {
+        if (Date.now() > deadline) throw new Error(`projected ${total()} of 10 events in batches ${JSON.stringify(batches)}`)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        // An event still behind the cluster-wide horizon waits for the next wake-up (other test files run transactions).
+        if (Date.now() - started > SETTLE_MS) projector.wake()
+      }
+      assert.equal(total(), 10)
+      // Without settling, each of the ten wake-ups drains its own batch.
+      assert.ok(batches.length <= 3, `batches ${JSON.stringify(batches)}`)
+    } finally {
+      await projector.stop()
+    }
   })
 })
