@@ -3,7 +3,10 @@
  * workload, are one scenario: --only P1M or P2M runs its part of it; P9 is
  * P9a and P9b, which run on P5's seeded log, seeded once per invocation, and
  * run P5's measurement for their baseline; P4T runs P4 for its baseline; P7,
- * one node's 19,000 streams, is in streams.ts)
+ * one node's 19,000 streams, is in streams.ts; P8_WRITERS=N and P7_STREAMS=N
+ * in the environment change those two sizes, for looking at how the cost per
+ * message moves with the load: it rises steeply when few commands share a
+ * round trip)
  *
  * Starts the app on fresh databases, loads it from this process (the app and
  * the SSE clients run in processes of their own), and prints each figure next
