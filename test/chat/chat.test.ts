@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import { describe, test } from 'node:test'
 import {
   chatDecider,
@@ -458,7 +459,7 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
 
   test('messageFacts folds a message’s own events into the facts evolve keeps for it', () => {
     const facts = messageFacts(own)
-    assert.deepEqual(facts, { authorId: ALICE, content: 'hello, edited', retracted: false, reactions: new Set([`${BOB} 👍`]) })
+    assert.deepEqual(facts, { authorId: ALICE, contentDigest: sha256('hello, edited'), retracted: false, reactions: new Set([`${BOB} 👍`]) })
     assert.deepEqual(facts, fold(interleaved).messages.get(1))
   })
 
@@ -466,7 +467,17 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
     const retracted = [...own, messageRetracted()]
     assert.deepEqual(messageFacts(retracted), fold(retracted).messages.get(1))
     assert.equal(messageFacts(retracted)!.retracted, true)
-    assert.deepEqual(messageFacts([legacyMessageSent()]), { authorId: undefined, content: 'hello', retracted: false, reactions: new Set() })
+    assert.deepEqual(messageFacts([legacyMessageSent()]), { authorId: undefined, contentDigest: sha256('hello'), retracted: false, reactions: new Set() })
+  })
+
+  test('the facts keep a digest of the text, never the text: a 4,000-character message costs the state the same as a short one', () => {
+    const text = Array.from({ length: 1_000 }, () => 'чай').join(' ')
+    const state = fold([messageSent({ content: text })])
+    const facts = state.messages.get(1)!
+    assert.equal(facts.contentDigest.length, 43)
+    assert.ok(!Object.values(facts).some((value) => typeof value === 'string' && value.length > 64), 'a fact longer than a digest')
+    // Still enough for the rule it serves: the same text again is no edit.
+    assert.deepEqual(decide(editMessage({ content: text }), state), { kind: 'accepted', events: [] })
   })
 
   test('messageFacts of events that do not start with a MessageSent is null: that version is not a message', () => {
@@ -532,7 +543,7 @@ describe('Messages not at hand: messageFacts and withKnownMessages', () => {
   test('a message whose facts were learnt is kept up to date by the events that follow', () => {
     const learnt = withKnownMessages(long, new Map([[1, messageFacts(own)]]))
     const next = fold([messageEdited({ content: 'once more', commandId: 'edit-9' }, later)], learnt)
-    assert.equal(next.messages.get(1)?.content, 'once more')
+    assert.equal(next.messages.get(1)?.contentDigest, sha256('once more'))
   })
 
   // The command handler caches the state after learning facts, so learnt facts (404s included)
@@ -629,7 +640,7 @@ describe('Chat state', () => {
     const a = fold([messageSent({ authorId: BOB, sender: 'bob', commandId: 'a' }), messageEdited({ content: 'changed' }), reactionRemoved()], state)
     const b = fold([messageRetracted({ commandId: 'b' })], state)
     assert.deepEqual(describeState(state), snapshot)
-    assert.equal(a.messages.get(1)?.content, 'changed')
+    assert.equal(a.messages.get(1)?.contentDigest, sha256('changed'))
     assert.equal(b.messages.get(1)?.retracted, true)
     assert.equal(a.recentCommands.has(commandKey(ALICE, 'b')), false)
     assert.equal(b.recentCommands.has(commandKey(BOB, 'a')), false)
@@ -657,4 +668,8 @@ describe('Chat state', () => {
 /** A state as plain data, to compare one with itself before and after. */
 function describeState(state: Chat) {
   return { version: state.version, acts: [...state.recentActs], commands: [...state.recentCommands], messages: [...state.messages] }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('base64url')
 }
