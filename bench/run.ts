@@ -50,7 +50,7 @@ const SIZES = {
   p2Chats: 50,
   // P8: one hot chat, each post from the next of many people (none near the 30 a minute one person may give).
   p8Seconds: QUICK ? 4 : 10,
-  p8Writers: Number(process.env.P8_WRITERS ?? 50),
+  p8Writers: 50,
   p8People: 3000,
   p3Subscribers: 10_000,
   p3Rounds: QUICK ? 3 : 7,
@@ -70,7 +70,7 @@ const SIZES = {
   warmupSeconds: QUICK ? 1 : 2,
   // P7: one node's streams (a process may hold 20,000 open files), clients in processes of under 5,000 sockets each.
   p7: {
-    streams: Number(process.env.P7_STREAMS ?? (QUICK ? 4_000 : 19_000)),
+    streams: QUICK ? 4_000 : 19_000,
     chats: QUICK ? 200 : 1_000,
     rate: 500,
     seconds: QUICK ? 5 : 20,

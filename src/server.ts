@@ -11,6 +11,7 @@ import { createDb, createPool } from './db/connect.js'
 import type { DB } from './db/database.js'
 import { Listener } from './db/listener.js'
 import { migrateToLatest } from './db/migrate.js'
+import { CoalescedNotify } from './event-store/notify.js'
 import { clientAddress, PerClient } from './http/client-address.js'
 import { describeError, HttpError } from './http/errors.js'
 import { toOriginForm } from './http/request-target.js'
@@ -26,7 +27,6 @@ import { DashboardSampler } from './ops/sampler.js'
 import { PROJECTIONS } from './projections.js'
 import { Projector } from './projector/projector.js'
 
-/** Woken on every append: `append_events` notifies it (migrations/0007), so the name is in SQL too. */
 export const EVENTS_CHANNEL = 'events'
 
 export interface NodeProps {
@@ -129,6 +129,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   ]
   const wakeProjectors = () => projectors.forEach((each) => each.wake())
   const visits = new Visits({ db, onError: (error) => log('warn', 'visits', error) })
+  const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error))
   const chats = chatHandler({
     db,
     onAppended: (events) => {
@@ -144,8 +145,8 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
         if (message) sent.push({ version: event.version, message })
       }
       hub.offer(sent)
-      // Other nodes hear of it from the NOTIFY the append itself sends (migration 0007).
       wakeProjectors()
+      notifyEvents.hint()
     },
     onOutcome: metrics.commandOutcome,
   })

@@ -2,15 +2,13 @@ import assert from 'node:assert/strict'
 import { createHash, randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import { Kysely, PostgresDialect, sql } from 'kysely'
-import pg from 'pg'
 import request from 'supertest'
 import { BODY_LIMIT } from '../../src/app.js'
 import { RATE_LIMIT, RECENT_COMMANDS, type SendMessage } from '../../src/chat/chat.js'
 import { chatHandler } from '../../src/chat/chat-commands.js'
 import { Overloaded } from '../../src/event-store/command-handler.js'
 import type { Database } from '../../src/db/database.js'
-import { append, readStream } from '../../src/event-store/event-store.js'
-import { EVENTS_CHANNEL } from '../../src/server.js'
+import { readStream } from '../../src/event-store/event-store.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
 let node: TestNode
@@ -290,42 +288,6 @@ describe('events table', () => {
       sql`insert into events (stream_id, stream_version, event_id, event_type, data) values ('chat-unique', 1, gen_random_uuid(), 'MessageSent', '{}')`.execute(node.db),
       /events_pkey/,
     )
-  })
-})
-
-describe('waking the other nodes', () => {
-  test('an append notifies the events channel when it commits, and not when it wrote nothing', async () => {
-    const listener = new pg.Client({ connectionString: node.databaseUrl })
-    await listener.connect()
-    try {
-      let heard = 0
-      listener.on('notification', (message) => void (message.channel === EVENTS_CHANNEL && heard++))
-      await listener.query(`listen ${EVENTS_CHANNEL}`)
-      const heardWithin = async (ms: number) => {
-        for (const deadline = Date.now() + ms; heard === 0 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20))
-        const count = heard
-        heard = 0
-        return count
-      }
-      const streamId = `chat-wake-${randomUUID()}`
-      const events = [{ type: 'MessageSent', data: { content: 'hello' }, metadata: {} }]
-      assert.ok('stored' in (await append(node.db, [{ streamId, streamType: 'chat', expectedVersion: 0, events }])))
-      assert.ok((await heardWithin(5_000)) >= 1, 'no notification after an append')
-      // Decided on a version the stream is not at: nothing is written, nobody is woken.
-      assert.ok('moved' in (await append(node.db, [{ streamId, streamType: 'chat', expectedVersion: 7, events }])))
-      assert.equal(await heardWithin(500), 0)
-      // Inside a transaction that rolls back: nothing to wake anyone for.
-      await assert.rejects(
-        node.db.transaction().execute(async (tx) => {
-          await append(tx, [{ streamId, streamType: 'chat', expectedVersion: 1, events }])
-          throw new Error('rolled back')
-        }),
-        /rolled back/,
-      )
-      assert.equal(await heardWithin(500), 0)
-    } finally {
-      await listener.end()
-    }
   })
 })
 
