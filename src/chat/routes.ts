@@ -103,7 +103,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
         if (wait > 0) throw new HttpError(429, `Too many new rooms from your address; wait ${wait} s, or post in a room that exists.`, { 'Retry-After': String(wait) })
       }
       const { version } = await chats.handle(command)
-      presence.stoppedTyping(chatId, res.locals.personId)
+      presence.stoppedTyping(chatId, res.locals.personId, commandId)
       // Writing in a room makes it one of yours (what you have read there is up to your pages and stream).
       // Without a session the person was made up for this request (curl, a script): no row for someone who never comes back.
       if (res.locals.hasSession) visits.seen(res.locals.personId, chatId, 0)
@@ -209,7 +209,9 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
     const wait = typingHints(res.locals.personId, req.ip ?? '')
     if (wait > 0) throw new HttpError(429, 'Too many typing hints; slow down.', { 'Retry-After': String(wait) })
     // Without a session the person was made up for this request: no page of theirs has a stream to be here with.
-    if (res.locals.hasSession) presence.typing(chatId, res.locals.personId, res.locals.name)
+    // htmx sends the composer's fields with the hint: its commandId says which composer is typing.
+    const { commandId } = formBody(req)
+    if (res.locals.hasSession) presence.typing(chatId, res.locals.personId, res.locals.name, typeof commandId === 'string' ? commandId : undefined)
     res.status(204).end()
   })
 

@@ -53,6 +53,12 @@ interface Watched {
 
 export const PRESENCE_CHANNEL = 'presence'
 
+const SENT_COMPOSERS_KEPT = 10_000
+
+function composerKey(chatId: string, personId: string): string {
+  return `${chatId}\n${personId}`
+}
+
 /**
  * Presence and typing across nodes, through PostgreSQL, never the event log.
  *
@@ -85,6 +91,12 @@ export class Presence {
   private liveNodes = ''
   private stopped = false
   private anonymous = 0
+  /**
+   * The composer each person last sent from, per chat: a hint from that
+   * composer that arrives after its message (the browser's last throttled
+   * hint, still in flight at Enter) is stale and must not bring the line back.
+   */
+  private readonly sentComposers = new Map<string, string>()
   /** Presence frames sent, for metrics. */
   framesSent = 0
 
@@ -151,8 +163,12 @@ export class Presence {
     person.leaving.unref()
   }
 
-  /** A person is typing in a chat (already rate-limited by the caller). */
-  typing(chatId: string, personId: string, name: string): void {
+  /**
+   * A person is typing in a chat (already rate-limited by the caller), in
+   * the composer `composerId` (its commandId) when the hint says which.
+   */
+  typing(chatId: string, personId: string, name: string, composerId?: string): void {
+    if (composerId !== undefined && this.sentComposers.get(composerKey(chatId, personId)) === composerId) return
     const people = this.local.get(chatId) ?? new Map<string, LocalPerson>()
     this.local.set(chatId, people)
     const person = people.get(personId) ?? { name, streams: 0, typingUntil: 0, leaving: undefined }
@@ -164,8 +180,13 @@ export class Presence {
     this.markDirty(chatId, personId, !wasTyping)
   }
 
-  /** The person sent their message: they stopped typing, at once. */
-  stoppedTyping(chatId: string, personId: string): void {
+  /** The person sent their message from composer `composerId`: they stopped typing, at once. */
+  stoppedTyping(chatId: string, personId: string, composerId: string): void {
+    const key = composerKey(chatId, personId)
+    this.sentComposers.delete(key)
+    this.sentComposers.set(key, composerId)
+    // Bounded: a stale hint comes within seconds, and the oldest entries are the first to go.
+    if (this.sentComposers.size > SENT_COMPOSERS_KEPT) this.sentComposers.delete(this.sentComposers.keys().next().value!)
     const person = this.local.get(chatId)?.get(personId)
     if (!person || person.typingUntil <= Date.now()) return
     person.typingUntil = 0

@@ -31,6 +31,8 @@ const newContext = contextsPerTest(() => browser)
 interface Person extends ChatPage {
   /** Every answer to a typing hint, by status: a 429 would also be a console error. */
   hints: number[]
+  /** The composer (commandId) each hint named: a hint from a composer already sent is ignored. */
+  hintComposers: (string | null)[]
 }
 
 /** A person in their own browser profile on a chat page of `node`. */
@@ -41,10 +43,13 @@ async function person(node: TestNode, name: string, chatId: string): Promise<Per
 
 function watchHints(chat: ChatPage): Person {
   const hints: number[] = []
+  const hintComposers: (string | null)[] = []
   chat.page.on('response', (response) => {
-    if (response.url().endsWith('/typing')) hints.push(response.status())
+    if (!response.url().endsWith('/typing')) return
+    hints.push(response.status())
+    hintComposers.push(new URLSearchParams(response.request().postData() ?? '').get('commandId'))
   })
-  return { ...chat, hints }
+  return { ...chat, hints, hintComposers }
 }
 
 function report(what: string, ms: number): void {
@@ -128,6 +133,8 @@ describe('who is here and who is typing, in the browser', () => {
     assert.ok(performance.now() - started > 2_500, 'premise: Bob typed for longer than the 2 s throttle')
     assert.equal(await typingLine(bob.page), 'Bob is typing…', 'Bob sees the line too: one list for everyone')
     assert.ok(bob.hints.length >= 2 && bob.hints.length <= 3, `the throttle sent a hint at most every 2 s (${bob.hints.length} hints)`)
+    const composerId = await bob.page.inputValue('#composer [name=commandId]')
+    assert.ok(bob.hintComposers.every((id) => id === composerId), `every hint names the composer it came from (${composerId}): ${JSON.stringify(bob.hintComposers)}`)
 
     const sending = performance.now()
     await bob.page.keyboard.press('Enter')

@@ -342,6 +342,29 @@ describe('typing', () => {
     bobStream.close()
   })
 
+  test('a hint from a composer whose message was already sent (the last throttled hint, overtaken by Enter) brings no typing line back; the next composer\'s hint does', async () => {
+    const [ada, bob] = await Promise.all([person(a, 'Ada'), person(b, 'Bob')])
+    const adaStream = await open(a, 'late-hint', ada)
+    const bobStream = await open(b, 'late-hint', bob)
+    await adaStream.waitFor((s) => sameNames(s.here?.names ?? [], ['Ada', 'Bob']), 2_000, 'Ada to see Bob')
+    const hint = (commandId: string) => request(b.url).post('/chats/late-hint/typing').set('Cookie', bob).type('form').send({ commandId, content: 'I think' }).expect(204)
+
+    await hint('composer-1')
+    await adaStream.waitFor((s) => s.here!.typing === 'Bob is typing…', 2_000, 'Bob typing')
+    const version = (await request(b.url).post('/chats/late-hint/messages').set('Cookie', bob).send({ content: 'I think so', commandId: 'composer-1' }).expect(201)).body.version as number
+    await hint('composer-1')
+    await adaStream.waitFor((s) => s.messages.some((frame) => frame.id === String(version)), 2_000, 'the message')
+    await adaStream.waitFor((s) => s.here!.typing === '', 2_000, "Bob's typing line to go when he sent")
+    await sleep(1_500)
+    assert.equal(adaStream.here!.typing, '', 'the late hint of the sent composer did not bring it back')
+    assert.deepEqual((await people(b, 'late-hint')).people, [{ name: 'Ada', typing: false }, { name: 'Bob', typing: false }])
+
+    await hint('composer-2')
+    await adaStream.waitFor((s) => s.here!.typing === 'Bob is typing…', 2_000, 'Bob typing in his fresh composer')
+    adaStream.close()
+    bobStream.close()
+  })
+
   test('a hint that lands on another node than the person\'s stream (a load balancer) still shows and clears on send; a hint from someone with no stream open names no one', async () => {
     const [ada, bob, cy] = await Promise.all([person(a, 'Ada'), person(a, 'Bob'), person(b, 'Cy')])
     const adaStream = await open(a, 'elsewhere', ada)
