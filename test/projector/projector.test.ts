@@ -170,7 +170,7 @@ describe('messages projector', () => {
   })
 })
 
-describe('a projector that settles (search)', () => {
+describe('a projector that settles (search) or spaces its batches (messages)', () => {
   /** Counts what each batch covered, and writes nothing: the projector's own timing is what is under test. */
   const counting = (name: string, batches: number[]): Projection => ({
     name,
@@ -211,6 +211,44 @@ describe('a projector that settles (search)', () => {
       }
       assert.equal(total(), 10)
       // Without settling, each of the ten wake-ups drains its own batch.
+      assert.ok(batches.length <= 3, `batches ${JSON.stringify(batches)}`)
+    } finally {
+      await projector.stop()
+    }
+  })
+  test('with spacingMs, a lone wake-up drains at once, and the wake-ups of a burst share a few batches', async () => {
+    const SPACING_MS = 1_000
+    const handler = chatHandler({ db })
+    const batches: number[] = []
+    const name = `spacing-${randomUUID()}`
+    const projector = new Projector({ db, projection: counting(name, batches), spacingMs: SPACING_MS, pollIntervalMs: 60_000 })
+    const total = () => batches.reduce((sum, n) => sum + n, 0)
+    const projectedAll = async (n: number) => {
+      for (const deadline = Date.now() + 10_000; total() < n; ) {
+        if (Date.now() > deadline) throw new Error(`projected ${total()} of ${n} events in batches ${JSON.stringify(batches)}`)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        projector.wake()
+      }
+    }
+    try {
+      await db.insertInto('projector_checkpoints').values({ name }).execute()
+      await projector.catchUp()
+      batches.length = 0
+      await projector.start()
+      await new Promise((resolve) => setTimeout(resolve, SPACING_MS))
+      // A lone append after a quiet spell: projected well before the spacing is up.
+      const lone = Date.now()
+      await send(handler, 'spacing', 0)
+      projector.wake()
+      await projectedAll(1)
+      assert.ok(Date.now() - lone < SPACING_MS / 2, `the lone append waited ${Date.now() - lone} ms`)
+      // A burst right after: its wake-ups wait for the spacing, then fold into one batch (or two, behind the horizon).
+      batches.length = 0
+      for (let i = 1; i <= 10; i++) {
+        await send(handler, 'spacing', i)
+        projector.wake()
+      }
+      await projectedAll(10)
       assert.ok(batches.length <= 3, `batches ${JSON.stringify(batches)}`)
     } finally {
       await projector.stop()
