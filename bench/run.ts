@@ -150,8 +150,11 @@ async function projected(pool: pg.Pool, expected: number, timeoutMs = 120_000): 
   }
 }
 
+/** The runtime flags `npm start` and the Dockerfile give the app (see package.json): the bench measures the node as it runs. */
+const APP_NODE_FLAGS = ['--max-semi-space-size=32']
+
 function startApp(database: BenchDatabase): Promise<Child<{ url: string; bareUrl: string }>> {
-  return startChild('app-node.ts', { BENCH_DATABASE_URL: database.url }, argv.includes('--prof') ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.data', 'bench-prof')}`] : [])
+  return startChild('app-node.ts', { BENCH_DATABASE_URL: database.url }, [...APP_NODE_FLAGS, ...(argv.includes('--prof') ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.data', 'bench-prof')}`] : [])])
 }
 
 /** Statuses that mean "appended": 200 (htmx composer), 201 (JSON), 303 (plain form, and the baseline). */
