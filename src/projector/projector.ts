@@ -51,7 +51,7 @@ export interface ProjectorProps {
   /**
    * Drains start at least this far apart (0: no spacing). The first wake-up
    * after a quiet spell drains at once; under load, the wake-ups of the next
-   * few milliseconds fold into one batch, instead of a transaction of five
+   * few milliseconds fold into one batch, instead of a transaction of six
    * round trips for each append.
    */
   spacingMs?: number
