@@ -110,7 +110,7 @@ export const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
 export const COMPOSER = { ...FORM, 'hx-request': 'true' }
 
 /** A message form post stamped with its send time, so a subscriber can tell how long it took. */
-export function stampedPost(chatId: string, extra = ''): RequestSpec & { stamp: number } {
+export function stampedPost(chatId: string, extra = '', cookie?: string): RequestSpec & { stamp: number } {
   const stamp = nowMs()
-  return { method: 'POST', path: `/chats/${chatId}/messages`, headers: COMPOSER, body: `content=t%3D${stamp.toFixed(3)}${extra}&commandId=${randomUUID()}`, stamp }
+  return { method: 'POST', path: `/chats/${chatId}/messages`, headers: cookie ? { ...COMPOSER, cookie } : COMPOSER, body: `content=t%3D${stamp.toFixed(3)}${extra}&commandId=${randomUUID()}`, stamp }
 }

@@ -11,15 +11,15 @@ export class TcpProxy {
   private open = true
   port = 0
 
-  private constructor(
-    private readonly targetHost: string,
-    private readonly targetPort: number,
-  ) {
+  private constructor(private readonly target: net.NetConnectOpts) {
     this.server = net.createServer((client) => this.accept(client))
   }
 
+  /** `target` may name a Unix socket's folder in `?host=` (the embedded server's URL does), as libpq reads it. */
   static async start(target: URL): Promise<TcpProxy> {
-    const proxy = new TcpProxy(target.hostname, Number(target.port || 5432))
+    const port = Number(target.port || 5432)
+    const socketDir = target.searchParams.get('host')
+    const proxy = new TcpProxy(socketDir?.startsWith('/') ? { path: `${socketDir}/.s.PGSQL.${port}` } : { host: target.hostname, port })
     await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', () => resolve()))
     proxy.port = (proxy.server.address() as net.AddressInfo).port
     return proxy
@@ -30,6 +30,7 @@ export class TcpProxy {
     const proxied = new URL(url)
     proxied.hostname = '127.0.0.1'
     proxied.port = String(this.port)
+    proxied.searchParams.delete('host')
     return proxied.toString()
   }
 
@@ -51,7 +52,7 @@ export class TcpProxy {
 
   private accept(client: net.Socket): void {
     if (!this.open) return void client.destroy()
-    const upstream = net.connect(this.targetPort, this.targetHost)
+    const upstream = net.connect(this.target)
     for (const socket of [client, upstream]) {
       this.sockets.add(socket)
       socket.on('error', () => {})
