@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, open, readFile, rm, stat, writeFile, chown } from 'node:fs/promises'
+import { access, chmod, mkdir, open, readFile, rm, stat, writeFile, chown } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { arch, platform, userInfo } from 'node:os'
 import { dirname, join, parse } from 'node:path'
@@ -229,12 +229,20 @@ async function runningServer(pgdata: string): Promise<{ pid: number; port: numbe
   const [pidLine, , , portLine, socketLine] = text.split('\n')
   const pid = Number(pidLine)
   const port = Number(portLine)
-  if (isAlive(pid) && (await canConnect(port))) return { pid, port, socketDir: socketLine || undefined }
+  if (isAlive(pid) && (await canConnect(port))) return { pid, port, socketDir: socketLine && (await reachable(join(socketLine, `.s.PGSQL.${port}`))) ? socketLine : undefined }
   // A dead pid, or a live one that is not a postgres (pids are reused after a
   // reboot): the lock file is stale and would stop the server from starting.
   const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
   if (!isAlive(pid) || !command.includes('postgres')) await rm(pidFile, { force: true })
   return undefined
+}
+
+/** A server started by another OS user keeps its socket where this one may not go: then TCP. */
+function reachable(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  )
 }
 
 function isAlive(pid: number): boolean {
