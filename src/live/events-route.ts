@@ -65,44 +65,62 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
       refuse(req, res, error)
       return true
     }
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Content-Type-Options': 'nosniff',
-      // Proxies such as nginx would otherwise buffer the stream.
-      'X-Accel-Buffering': 'no',
-    })
     // HEAD: the answer GET would start with, and no subscription behind it (nor a stream counted).
     if (req.method === 'HEAD') {
+      res.writeHead(200, SSE_HEADERS)
       res.end()
       return true
     }
-    // A chat page (htmx) also gets the frames that keep its connection state
-    // current; plain SSE clients see only messages and comment heartbeats.
-    const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
-    const frames: StreamFrames = {
-      ...(req.headers['hx-request'] ? pageFrames : {}),
-      ephemeral: withPresence,
-      // What a person's stream delivered counts as seen, like the page they loaded.
-      delivered: session && ((version) => visits.seen(session.personId, chatId, version)),
-    }
-    res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
-    req.socket.setNoDelay(true)
-    const here = presence.join(chatId, session?.personId, session?.name)
-    if (withPresence) {
-      presence.watch(chatId)
-      // Who is here now, before any change: the frames after it are changes.
-      renderPeople(chatId).then((html) => !res.writableEnded && res.write(dataFrame(html)), () => {})
-    }
-    res.once('close', () => {
-      streamsHeld.give(client)
-      presence.leave(chatId, here)
-      if (withPresence) presence.unwatch(chatId)
-    })
-    hub.subscribe(chatId, res, cursor, frames).catch(() => res.end())
+    res.once('close', () => streamsHeld.give(client))
+    // A stream with no cursor starts at the chat's head, and that head is
+    // fixed before the answer's headers go out: a client that saw them and
+    // then posted gets its message. Read after the headers (as the first
+    // stream of a chat on a node once did), the head could already include
+    // a message posted in between, and the stream would start past it.
+    const head = cursor === undefined ? hub.headOf(chatId) : undefined
+    if (head instanceof Promise) {
+      head.then(
+        (version) => !res.destroyed && open(version),
+        () => !res.destroyed && refuse(req, res, new HttpError(503, 'The chat\'s stream cannot start while the database is not answering; try again in a moment.', { 'Retry-After': '5' })),
+      )
+    } else open(head)
     return true
+
+    function open(headAtConnect: number | undefined): void {
+      res.writeHead(200, SSE_HEADERS)
+      // A chat page (htmx) also gets the frames that keep its connection state
+      // current; plain SSE clients see only messages and comment heartbeats.
+      const session = sessionFromCookieHeader(req.headers.cookie, sessionSecret)
+      const frames: StreamFrames = {
+        ...(req.headers['hx-request'] ? pageFrames : {}),
+        ephemeral: withPresence,
+        // What a person's stream delivered counts as seen, like the page they loaded.
+        delivered: session && ((version) => visits.seen(session.personId, chatId, version)),
+      }
+      res.write(`retry: 1000\n: live tea, chat ${chatId}, after ${cursor ?? 'now'}\n\n${frames.heartbeat ?? ''}`)
+      req.socket.setNoDelay(true)
+      const here = presence.join(chatId, session?.personId, session?.name)
+      if (withPresence) {
+        presence.watch(chatId)
+        // Who is here now, before any change: the frames after it are changes.
+        renderPeople(chatId).then((html) => !res.writableEnded && res.write(dataFrame(html)), () => {})
+      }
+      res.once('close', () => {
+        presence.leave(chatId, here)
+        if (withPresence) presence.unwatch(chatId)
+      })
+      hub.subscribe(chatId, res, cursor ?? headAtConnect, frames, cursor === undefined).catch(() => res.end())
+    }
   }
+}
+
+const SSE_HEADERS = {
+  'Content-Type': 'text/event-stream; charset=utf-8',
+  'Cache-Control': 'no-cache, no-transform',
+  Connection: 'keep-alive',
+  'X-Content-Type-Options': 'nosniff',
+  // Proxies such as nginx would otherwise buffer the stream.
+  'X-Accel-Buffering': 'no',
 }
 
 /**

@@ -137,16 +137,28 @@ export class Hub {
   }
 
   /**
-   * Streams a chat to `res`, from after `cursor` (undefined: from the chat's
-   * head now, live messages only). The caller has written the SSE headers.
+   * The chat's head as this node knows it now: at once for a chat it
+   * streams, else read from the read model. A stream with no cursor starts
+   * here, and its caller fixes it before telling the client it is live.
    */
-  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined, frames: StreamFrames = {}): Promise<void> {
+  headOf(chatId: string): number | Promise<number> {
+    const known = this.chats.get(chatId)
+    return known?.isReady ? known.head : headVersion(this.db, chatId)
+  }
+
+  /**
+   * Streams a chat to `res`, from after `cursor` (undefined: from the chat's
+   * head now, live messages only). `cursorIsHead`: the cursor is the head
+   * the caller read with headOf() before it answered, not a client's. The
+   * caller has written the SSE headers.
+   */
+  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined, frames: StreamFrames = {}, cursorIsHead = false): Promise<void> {
     if (this.full) throw new HubFullError(this.closing ? 1 : 5)
     // Where this subscriber starts is decided as of now, the moment it
     // connected: a message committed while the lines below wait is after it.
     const known = this.chats.get(chatId)
-    const headNow = known?.isReady ? known.head : undefined
-    const committedNow = cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
+    const headNow = cursorIsHead ? cursor : known?.isReady ? known.head : undefined
+    const committedNow = !cursorIsHead && cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
     const subscriber: Subscriber = { res, heartbeat: this.heartbeatFrame(frames.heartbeat ?? HEARTBEAT), farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES, wroteAt: -Infinity, delivered: frames.delivered }
@@ -157,7 +169,7 @@ export class Hub {
     try {
       await chat.ready
       subscriber.sent = cursor ?? headNow ?? chat.initialHead
-      if (cursor !== undefined && cursor > chat.head) {
+      if (!cursorIsHead && cursor !== undefined && cursor > chat.head) {
         // Ahead of what this node has broadcast: fine when the version is
         // committed (another node's hub, a 201 answer) — it is simply not
         // projected here yet. Beyond the committed version the cursor is from

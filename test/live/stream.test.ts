@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { after, before, describe, test } from 'node:test'
+import { sql } from 'kysely'
 import request from 'supertest'
 import { admin } from '../support/database.js'
 import { SseClient } from '../support/sse.js'
@@ -162,6 +163,26 @@ describe('GET /chats/:chatId/events', () => {
 })
 
 describe('across app nodes', () => {
+  test('a stream with no cursor gets every message posted after its answer arrived, even when its node reads the head late', async () => {
+    // One database connection, held by a slow query: the node's first look at the chat's head waits behind it,
+    // while another node takes the post, commits and projects it. Read after the stream had answered, that head
+    // included the post, and the stream started past it.
+    const slow = await startTestNode({ databaseUrl: node.databaseUrl, poolSize: 1 })
+    try {
+      const held = sql`select pg_sleep(1.5)`.execute(slow.db)
+      const opening = SseClient.open(`${slow.url}/chats/late-head/events`)
+      const client = await Promise.race([opening, held.then(() => opening)])
+      await post(node, 'late-head', 'posted after the stream answered')
+      await waitForProjection(node, 'late-head', 1)
+      await held
+      await client.waitForCount(1)
+      assert.deepEqual(client.ids, [1])
+      client.close()
+    } finally {
+      await slow.close()
+    }
+  })
+
   test('killing the LISTEN connections loses nothing: a subscriber on another node keeps receiving after reconnect', async () => {
     const other = await startTestNode({ databaseUrl: node.databaseUrl })
     try {
