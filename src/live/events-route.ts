@@ -77,16 +77,16 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
     // then posted gets its message. Read after the headers (as the first
     // stream of a chat on a node once did), the head could already include
     // a message posted in between, and the stream would start past it.
-    const head = cursor === undefined ? hub.headOf(chatId) : undefined
-    if (head instanceof Promise) {
-      head.then(
-        (version) => !res.destroyed && open(version),
+    const after = cursor ?? hub.headOf(chatId)
+    if (after instanceof Promise) {
+      after.then(
+        (head) => !res.destroyed && open(head),
         () => !res.destroyed && refuse(req, res, new HttpError(503, 'The chat\'s stream cannot start while the database is not answering; try again in a moment.', { 'Retry-After': '5' })),
       )
-    } else open(head)
+    } else open(after)
     return true
 
-    function open(headAtConnect: number | undefined): void {
+    function open(after: number): void {
       res.writeHead(200, SSE_HEADERS)
       // A chat page (htmx) also gets the frames that keep its connection state
       // current; plain SSE clients see only messages and comment heartbeats.
@@ -109,7 +109,7 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
         presence.leave(chatId, here)
         if (withPresence) presence.unwatch(chatId)
       })
-      hub.subscribe(chatId, res, cursor ?? headAtConnect, frames, cursor === undefined).catch(() => res.end())
+      hub.subscribe(chatId, res, after, frames, cursor === undefined).catch(() => res.end())
     }
   }
 }

@@ -54,7 +54,6 @@ interface ChatChannel {
   /** The highest version broadcast on this node (an unbroken run from the start). */
   head: number
   /** The projected head when this node started serving the chat: where live-only subscribers who came meanwhile start. */
-  initialHead: number
   isReady: boolean
   ready: Promise<void>
   fetching: boolean
@@ -147,18 +146,16 @@ export class Hub {
   }
 
   /**
-   * Streams a chat to `res`, from after `cursor` (undefined: from the chat's
-   * head now, live messages only). `cursorIsHead`: the cursor is the head
-   * the caller read with headOf() before it answered, not a client's. The
-   * caller has written the SSE headers.
+   * Streams a chat to `res`, from after version `after`: a client's cursor,
+   * or (`afterIsHead`) the head its caller read with headOf() before
+   * answering, for a client with none. The caller has written the SSE headers.
    */
-  async subscribe(chatId: string, res: ServerResponse, cursor: number | undefined, frames: StreamFrames = {}, cursorIsHead = false): Promise<void> {
+  async subscribe(chatId: string, res: ServerResponse, after: number, frames: StreamFrames = {}, afterIsHead = false): Promise<void> {
     if (this.full) throw new HubFullError(this.closing ? 1 : 5)
-    // Where this subscriber starts is decided as of now, the moment it
-    // connected: a message committed while the lines below wait is after it.
+    // A client's cursor beyond what this node has broadcast is checked
+    // against the committed version, read as of now, the moment it connected.
     const known = this.chats.get(chatId)
-    const headNow = cursorIsHead ? cursor : known?.isReady ? known.head : undefined
-    const committedNow = !cursorIsHead && cursor !== undefined && (headNow === undefined || cursor > headNow) ? this.committedVersion(chatId) : undefined
+    const committedNow = !afterIsHead && !(known?.isReady && after <= known.head) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
     const subscriber: Subscriber = { res, heartbeat: this.heartbeatFrame(frames.heartbeat ?? HEARTBEAT), farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES, wroteAt: -Infinity, delivered: frames.delivered }
@@ -168,13 +165,13 @@ export class Hub {
     res.once('close', () => this.unsubscribe(chat, subscriber))
     try {
       await chat.ready
-      subscriber.sent = cursor ?? headNow ?? chat.initialHead
-      if (!cursorIsHead && cursor !== undefined && cursor > chat.head) {
+      subscriber.sent = after
+      if (!afterIsHead && after > chat.head) {
         // Ahead of what this node has broadcast: fine when the version is
         // committed (another node's hub, a 201 answer) — it is simply not
         // projected here yet. Beyond the committed version the cursor is from
         // another life of the database and would skip what comes next.
-        subscriber.sent = Math.min(cursor, await committedNow!)
+        subscriber.sent = Math.min(after, await committedNow!)
       }
       // Nothing to read back: a reader with no cursor (or one at the head)
       // joins the live run here, in this synchronous step, without a query.
@@ -260,12 +257,11 @@ export class Hub {
   private channel(chatId: string): ChatChannel {
     let chat = this.chats.get(chatId)
     if (chat) return chat
-    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, initialHead: 0, isReady: false, ready: Promise.resolve(), fetching: false, fetchAgain: false }
+    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, isReady: false, ready: Promise.resolve(), fetching: false, fetchAgain: false }
     // Until the head is known, a notification only marks that a fetch is due.
     created.fetching = true
     created.ready = headVersion(this.db, chatId).then(
       (head) => {
-        created.initialHead = head
         created.head = Math.max(created.head, head)
         created.isReady = true
         created.fetching = false
