@@ -53,7 +53,6 @@ interface ChatChannel {
   subscribers: Set<Subscriber>
   /** The highest version broadcast on this node (an unbroken run from the start). */
   head: number
-  /** The projected head when this node started serving the chat: where live-only subscribers who came meanwhile start. */
   isReady: boolean
   ready: Promise<void>
   fetching: boolean
@@ -102,6 +101,7 @@ export class Hub {
   private readonly onError: NonNullable<HubProps['onError']>
   private readonly onPushed: NonNullable<HubProps['onPushed']>
   private readonly chats = new Map<string, ChatChannel>()
+  private readonly headReads = new Map<string, Promise<number>>()
   private readonly heartbeats = new Map<string, WireFrame>()
   private readonly beatSlots = Array.from({ length: HEARTBEAT_SLICES }, () => new Set<Subscriber>())
   private readonly heartbeat: NodeJS.Timeout
@@ -142,7 +142,22 @@ export class Hub {
    */
   headOf(chatId: string): number | Promise<number> {
     const known = this.chats.get(chatId)
-    return known?.isReady ? known.head : headVersion(this.db, chatId)
+    return known?.isReady ? known.head : this.readHead(chatId)
+  }
+
+  /**
+   * One read of a chat's projected head at a time, shared by whoever asks
+   * meanwhile: the streams of a chat open together (a page's tabs, 19 per
+   * chat in P7) and would each read it. A read begun earlier can only give
+   * an earlier head, so a stream may start earlier (and catch up), never later.
+   */
+  private readHead(chatId: string): Promise<number> {
+    let read = this.headReads.get(chatId)
+    if (!read) {
+      read = headVersion(this.db, chatId).finally(() => this.headReads.delete(chatId))
+      this.headReads.set(chatId, read)
+    }
+    return read
   }
 
   /**
@@ -260,7 +275,7 @@ export class Hub {
     const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, isReady: false, ready: Promise.resolve(), fetching: false, fetchAgain: false }
     // Until the head is known, a notification only marks that a fetch is due.
     created.fetching = true
-    created.ready = headVersion(this.db, chatId).then(
+    created.ready = this.readHead(chatId).then(
       (head) => {
         created.head = Math.max(created.head, head)
         created.isReady = true

@@ -170,8 +170,7 @@ describe('across app nodes', () => {
     const slow = await startTestNode({ databaseUrl: node.databaseUrl, poolSize: 1 })
     try {
       const held = sql`select pg_sleep(1.5)`.execute(slow.db)
-      const opening = SseClient.open(`${slow.url}/chats/late-head/events`)
-      const client = await Promise.race([opening, held.then(() => opening)])
+      const client = await SseClient.open(`${slow.url}/chats/late-head/events`)
       await post(node, 'late-head', 'posted after the stream answered')
       await waitForProjection(node, 'late-head', 1)
       await held
