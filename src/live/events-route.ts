@@ -114,7 +114,8 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
   }
 }
 
-const SSE_HEADERS = {
+/** The headers of every Server-Sent Events answer (chat streams and the dashboard's). */
+export const SSE_HEADERS = {
   'Content-Type': 'text/event-stream; charset=utf-8',
   'Cache-Control': 'no-cache, no-transform',
   Connection: 'keep-alive',

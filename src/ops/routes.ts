@@ -2,6 +2,7 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import { Router, type NextFunction, type Request, type Response } from 'express'
 import { PerClient } from '../http/client-address.js'
 import { describeError, HttpError } from '../http/errors.js'
+import { SSE_HEADERS } from '../live/events-route.js'
 import type { NodeMetrics } from './metrics.js'
 import type { Readiness } from './readiness.js'
 import type { DashboardSampler } from './sampler.js'
@@ -76,12 +77,7 @@ export function dashboardRoutes({ sampler, dashboardToken, secureCookies, maxDas
       throw new HttpError(429, `Too many dashboards open from your address (at most ${maxDashboardsPerAddress}); close one and try again.`, { 'Retry-After': '10' })
     }
     res.once('close', () => dashboardsHeld.give(client))
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    })
+    res.writeHead(200, SSE_HEADERS)
     res.write(`retry: ${DASHBOARD_RETRY_MS}\n`)
     req.socket.setNoDelay(true)
     sampler.subscribe(res)
