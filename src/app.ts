@@ -14,6 +14,7 @@ import { chatRoutes } from './chat/routes.js'
 import type { TrustProxy } from './config.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
+import { methodNotAllowed } from './http/methods.js'
 import { session } from './http/session.js'
 import { renderView, VIEWS_DIR, type MessageRenderer } from './http/views.js'
 import { requestLogger, SILENT_LOGGER, type Logger } from './ops/logger.js'
@@ -167,6 +168,7 @@ export function createApp(deps: AppDeps): express.Express {
   if (ops) app.use(dashboardRoutes(ops))
   app.use(chatRoutes({ db: deps.db, chats: deps.chats, visits: deps.visits, presence: deps.presence, newChatsPerMinutePerAddress: deps.newChatsPerMinutePerAddress ?? 0, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
+  app.use(methodNotAllowed(app))
   app.use((_req, _res, next) => next(new HttpError(404, 'There is nothing at this address.')))
   app.use(errorHandler({ onError: deps.onError ?? ((error) => console.error(error)) }))
   return app

@@ -328,6 +328,40 @@ describe('methods on the event stream', () => {
   }
 })
 
+describe('methods on the other addresses', () => {
+  const cases: [method: string, path: string, allow: string][] = [
+    ['PUT', '/chats/tea/messages', 'GET, HEAD, POST'],
+    ['DELETE', '/chats/tea/messages', 'GET, HEAD, POST'],
+    ['PATCH', '/chats/tea', 'GET, HEAD'],
+    ['DELETE', '/', 'GET, HEAD'],
+    ['PUT', '/session', 'POST'],
+    ['GET', '/chats/tea/messages/1/edits', 'POST'],
+    ['DELETE', '/chats/tea/messages/1/reactions', 'POST'],
+    ['PUT', '/search', 'GET, HEAD'],
+    ['POST', '/healthz', 'GET, HEAD'],
+  ]
+  for (const [method, path, allow] of cases) {
+    test(`${method} ${path} answers 405 with Allow: ${allow}, and appends nothing`, async () => {
+      const before = await eventCount()
+      const res = await fetch(`${node.url}${path}`, { method, headers: { accept: 'application/json', 'content-type': 'application/json' }, body: method === 'GET' ? undefined : JSON.stringify({ content: 'not this way', commandId: 'wrong-method' }) })
+      assert.equal(res.status, 405)
+      assert.equal(res.headers.get('allow'), allow)
+      assert.match(((await res.json()) as { error: string }).error, new RegExp(`does not take ${method}; it takes ${allow}`))
+      assert.equal(await eventCount(), before)
+    })
+  }
+
+  test('an address the app does not serve stays 404, whatever the method', async () => {
+    for (const method of ['GET', 'PUT', 'DELETE']) {
+      const res = await fetch(`${node.url}/chats/tea/messages/1/nothing`, { method, headers: { accept: 'application/json' } })
+      assert.equal(res.status, 404, method)
+      assert.equal(res.headers.get('allow'), null)
+    }
+  })
+
+  const eventCount = async () => Number((await node.db.selectFrom('events').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)
+})
+
 describe('every answer to a composer post keeps the composer', () => {
   const composerPost = () => request(node.url).post('/chats/composer-answers/messages').set('hx-request', 'true').type('form')
   const refusals: { name: string; send: () => request.Test; status: number; says: RegExp }[] = [
