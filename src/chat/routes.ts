@@ -87,6 +87,12 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
   })
 
   router.get('/chats/:chatId', async (req, res) => {
+    const typed = String(req.params.chatId)
+    // Chat names are lowercase; an address typed with capitals (a link someone wrote out) means the same room.
+    if (!CHAT_ID_PATTERN.test(typed) && CHAT_ID_PATTERN.test(typed.toLowerCase())) {
+      const query = req.originalUrl.indexOf('?')
+      return res.redirect(301, `/chats/${typed.toLowerCase()}${query < 0 ? '' : req.originalUrl.slice(query)}`)
+    }
     const chatId = chatIdFrom(req)
     const at = versionParam(req.query.at, 'at')
     if (at !== undefined) return res.render('chat-at', { title: `#${chatId} as of version ${at}`, ...(await timeTravel(chatId, at, undefined)) })

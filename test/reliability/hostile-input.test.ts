@@ -362,6 +362,18 @@ describe('methods on the other addresses', () => {
   const eventCount = async () => Number((await node.db.selectFrom('events').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)
 })
 
+describe('chat addresses typed with capitals', () => {
+  test('the chat page redirects to the lowercase name, keeping the query', async () => {
+    await request(node.url).get('/chats/Tea').expect(301).expect('location', '/chats/tea')
+    await request(node.url).get('/chats/TEA_Time?at=3').expect(301).expect('location', '/chats/tea_time?at=3')
+  })
+
+  test('a name that no case makes valid is still 404', async () => {
+    await request(node.url).get('/chats/Tea%20Time').expect(404)
+    await request(node.url).get('/chats/-Tea').expect(404)
+  })
+})
+
 describe('every answer to a composer post keeps the composer', () => {
   const composerPost = () => request(node.url).post('/chats/composer-answers/messages').set('hx-request', 'true').type('form')
   const refusals: { name: string; send: () => request.Test; status: number; says: RegExp }[] = [
