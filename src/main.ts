@@ -68,7 +68,8 @@ async function main(): Promise<void> {
   server.catch(() => {}) // awaited below; a failure is reported there, not as an unhandled rejection
   const embeddedLog = logger.child({ component: 'embedded-postgres' })
   const embedded = env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log: (line) => embeddedLog.info(line) })
-  const databaseUrl = env.DATABASE_URL ?? embedded!.url
+  // Empty counts as unset (a compose file's `DATABASE_URL=`), as in the line above.
+  const databaseUrl = env.DATABASE_URL || embedded!.url
   const { startNode } = await server.catch(async (error) => {
     await embedded?.stop()
     throw error

@@ -20,7 +20,11 @@ import pg from 'pg'
 export interface EmbeddedPostgres {
   /** A connection URL for the app's database on the embedded server. */
   url: string
-  /** Stops the server, if this process started it. */
+  /**
+   * Stops the server unless something else still uses it (another app node
+   * on the same data folder, a psql): the last one out turns it off, whoever
+   * started it, and a server left running is reused by the next start.
+   */
   stop(): Promise<void>
 }
 
@@ -59,12 +63,11 @@ export async function startEmbeddedPostgres({ dataDir, port = DEFAULT_PORT, data
 
   const running = await runningServer(pgdata)
   if (running) {
-    // A server left behind by a killed app (or serving another app node on
-    // this folder). Use it; whoever started it owns its lifetime.
+    // A server left behind by a killed app, or serving another app node on this folder.
     log(`embedded postgres already running on port ${running.port} (pid ${running.pid}), reusing it`)
     const url = connectionUrl(running.port, database, running.socketDir)
     await ensureDatabase(running.port, database)
-    return { url, stop: async () => {} }
+    return { url, stop: () => stopUnlessInUse(running.port, log, () => stopByPid(running.pid, log)) }
   }
 
   if (!existsSync(join(pgdata, 'PG_VERSION'))) {
@@ -79,8 +82,62 @@ export async function startEmbeddedPostgres({ dataDir, port = DEFAULT_PORT, data
   await ensureDatabase(chosenPort, database)
   return {
     url: connectionUrl(chosenPort, database, socketDir),
-    stop: () => stopServer(server),
+    stop: () => stopUnlessInUse(chosenPort, log, () => stopServer(server)),
   }
+}
+
+/**
+ * Another app node on the same data folder reuses this server: stopping it
+ * with the node that happened to start it would cut the other node off
+ * (every query failing) until it was restarted. Sessions are counted once
+ * this node's own are closed; a backend can outlive its client by a moment,
+ * so the count is given a second to reach zero.
+ */
+async function stopUnlessInUse(port: number, log: (line: string) => void, stop: () => Promise<void>): Promise<void> {
+  const deadline = Date.now() + 1_000
+  for (;;) {
+    const others = await otherSessions(port)
+    if (others === 0) return stop()
+    if (Date.now() >= deadline) {
+      log(`embedded postgres left running on port ${port}: ${others} other session(s) still use it; the last app node to stop turns it off, and the next start reuses it`)
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** Client sessions on the server other than the one asking; 0 when it cannot be reached (nothing left to keep it for). */
+async function otherSessions(port: number): Promise<number> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres', connectionTimeoutMillis: 1_000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()`)
+    return rows[0]!.n
+  } catch {
+    return 0
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/** Stops a server this process did not start (it reused it): the same fast shutdown, by its pid. */
+async function stopByPid(pid: number, log: (line: string) => void): Promise<void> {
+  try {
+    process.kill(pid, 'SIGINT')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') log(`embedded postgres (pid ${pid}) left running: ${(error as Error).message}`)
+    return
+  }
+  const deadline = Date.now() + 10_000
+  while ((await isRunning(pid)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+}
+
+/** Alive and not a zombie: a server whose parent (the node that started it) is gone may wait to be reaped by a PID 1 that never does. */
+async function isRunning(pid: number): Promise<boolean> {
+  if (!isAlive(pid)) return false
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
+  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
 }
 
 /**

@@ -20,8 +20,10 @@ const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'E
 
 /** The database cannot be reached right now (as opposed to refusing a statement). */
 export function isDatabaseUnavailable(error: unknown): boolean {
-  const e = error as { code?: string; message?: string }
+  const e = error as { code?: string; message?: string; syscall?: string }
   if (e?.code && UNAVAILABLE_CODES.has(e.code)) return true
+  // A Unix socket whose server is gone (the embedded server, a local one) has no file to connect to.
+  if (e?.code === 'ENOENT' && e.syscall === 'connect') return true
   return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/i.test(e?.message ?? '')
 }
 
