@@ -60,7 +60,14 @@ export async function startEmbeddedPostgres({ dataDir, port = DEFAULT_PORT, data
   const logFile = join(dataDir, 'postgres.log')
   await mkdir(dataDir, { recursive: true })
   const runAs = await serverUser([bin.postgres, dataDir])
+  return withStartLock(dataDir, async () => {
+    const server = await startOrReuse({ bin, pgdata, logFile, runAs, port, database, log })
+    // Stopping takes the same lock: a node starting meanwhile either finds the server still up and counts as a session, or starts a new one.
+    return { url: server.url, stop: () => withStartLock(dataDir, server.stop) }
+  })
+}
 
+async function startOrReuse({ bin, pgdata, logFile, runAs, port, database, log }: { bin: Binaries; pgdata: string; logFile: string; runAs: RunAs; port: number; database: string; log: (line: string) => void }): Promise<EmbeddedPostgres> {
   const running = await runningServer(pgdata)
   if (running) {
     // A server left behind by a killed app, or serving another app node on this folder.
@@ -83,6 +90,43 @@ export async function startEmbeddedPostgres({ dataDir, port = DEFAULT_PORT, data
   return {
     url: connectionUrl(chosenPort, database, socketDir),
     stop: () => stopUnlessInUse(chosenPort, log, () => stopServer(server)),
+  }
+}
+
+/**
+ * One start at a time per data folder: nodes started together (`PORT=3001
+ * npm start & PORT=3002 npm start &`) would otherwise both run initdb into
+ * the same folder, or both start a server on it, and one would fail. The
+ * others wait, then find the server running and reuse it. A lock left by a
+ * process that died is taken over.
+ */
+async function withStartLock<T>(dataDir: string, work: () => Promise<T>): Promise<T> {
+  const release = await startLock(dataDir)
+  try {
+    return await work()
+  } finally {
+    await release()
+  }
+}
+
+async function startLock(dataDir: string): Promise<() => Promise<void>> {
+  const path = join(dataDir, 'start.lock')
+  const deadline = Date.now() + 120_000
+  for (;;) {
+    try {
+      const handle = await open(path, 'wx')
+      await handle.writeFile(String(process.pid))
+      await handle.close()
+      return () => rm(path, { force: true })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+    const holder = Number(await readFile(path, 'utf8').catch(() => ''))
+    // A holder that died; or none named after seconds (a process that died between creating the file and writing its pid).
+    const unnamedFor = holder > 0 ? 0 : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now())
+    if ((holder > 0 && !isAlive(holder)) || unnamedFor > 5_000) await rm(path, { force: true })
+    else if (Date.now() > deadline) throw new Error(`another process (pid ${holder || 'unknown'}) has been starting the embedded server in ${dataDir} for two minutes; if none is, remove ${path}`)
+    else await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
 

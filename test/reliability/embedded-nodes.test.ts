@@ -18,8 +18,9 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const dataDir = join(ROOT, '.data', `test-nodes-${randomBytes(4).toString('hex')}`)
 const pidFile = join(dataDir, 'postgres', 'pgdata', 'postmaster.pid')
 const EMBEDDED = { DATABASE_URL: '', DATA_DIR: dataDir }
+const togetherDir = `${dataDir}-together`
 
-after(() => rm(dataDir, { recursive: true, force: true }))
+after(() => Promise.all([rm(dataDir, { recursive: true, force: true }), rm(togetherDir, { recursive: true, force: true })]))
 
 const post = (url: string, content: string) => request(url).post('/chats/shared/messages').set('accept', 'application/json').send({ content })
 const serverPid = async () => Number((await readFile(pidFile, 'utf8')).split('\n')[0])
@@ -66,4 +67,18 @@ test('a node whose embedded server went away answers 503 with Retry-After, not 5
   } finally {
     assert.equal(await node.kill('SIGTERM'), 0, node.output())
   }
+})
+
+test('two nodes started at once on an empty data folder both come up on one server', async () => {
+  const env = { DATABASE_URL: '', DATA_DIR: togetherDir }
+  const nodes = await Promise.all([startProcessNode('', undefined, env), startProcessNode('', undefined, env)])
+  try {
+    const outputs = nodes.map((node) => node.output()).join('\n')
+    assert.equal(outputs.match(/initialising embedded postgres/g)?.length, 1, outputs)
+    assert.equal(outputs.match(/reusing it/g)?.length, 1, outputs)
+    for (const [i, node] of nodes.entries()) await post(node.url, `from node ${i}`).expect(201)
+  } finally {
+    for (const node of nodes) assert.equal(await node.kill('SIGTERM'), 0, node.output())
+  }
+  await until(() => !existsSync(join(togetherDir, 'postgres', 'pgdata', 'postmaster.pid')), 'the server stopped with the last node')
 })
