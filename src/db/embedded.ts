@@ -180,8 +180,9 @@ async function stopByPid(pid: number, log: (line: string) => void): Promise<void
 /** Alive and not a zombie: a server whose parent (the node that started it) is gone may wait to be reaped by a PID 1 that never does. */
 async function isRunning(pid: number): Promise<boolean> {
   if (!isAlive(pid)) return false
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
-  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  const line = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
+  // The state is the field after the command name, which is in parentheses and may hold any character.
+  return line === undefined || line[line.lastIndexOf(')') + 2] !== 'Z'
 }
 
 /**
