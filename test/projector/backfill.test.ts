@@ -18,6 +18,7 @@ import { Projector, type ProjectedBatch } from '../../src/projector/projector.js
 import { searchProjection } from '../../src/search/search-projection.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
 import { projectionCaughtUp as caughtUp, startTestNode, waitForProjection, type TestNode } from '../support/node.js'
+import { until } from '../support/until.js'
 
 /**
  * `chats` × `versions` events in the app's shapes, chats interleaved: per ten
@@ -83,14 +84,6 @@ async function checkpoint(db: DB, name: string) {
   return db.selectFrom('projector_checkpoints').selectAll().where('name', '=', name).executeTakeFirst()
 }
 
-async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-}
-
 describe('a projection new to a database', () => {
   const CHATS = 10
   const VERSIONS = 500
@@ -113,7 +106,7 @@ describe('a projection new to a database', () => {
     const projector = new Projector({ db, projection: searchProjection, batchSize: 400, onProjected: (batch) => batches.push(batch) })
     await projector.start()
     try {
-      await until('the search projection caught up', () => caughtUp(db, 'search'))
+      await until('the search projection caught up', () => caughtUp(db, 'search'), 15_000)
     } finally {
       await projector.stop()
     }
@@ -150,7 +143,7 @@ describe('a projection that cannot write', () => {
 
   test('holds back neither the app nor the messages projection, and catches up once it can write again', async () => {
     await request(node.url).post('/chats/steady/messages').send({ content: 'before the trouble' }).expect(201)
-    await until('the search index has the first message', async () => (await searchIndex(node.db)).length === 1)
+    await until('the search index has the first message', async () => (await searchIndex(node.db)).length === 1, 15_000)
     await sql`alter table search_index rename to search_index_away`.execute(node.db)
     try {
       const sent = await request(node.url).post('/chats/steady/messages').send({ content: 'during the trouble, a pelican' }).expect(201)

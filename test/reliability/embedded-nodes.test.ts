@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { after, test } from 'node:test'
 import request from 'supertest'
 import { startProcessNode } from '../support/process-node.js'
+import { until } from '../support/until.js'
 
 /*
  * Two app nodes on the embedded default (no DATABASE_URL, one data folder),
@@ -25,14 +26,6 @@ after(() => Promise.all([rm(dataDir, { recursive: true, force: true }), rm(toget
 const post = (url: string, content: string) => request(url).post('/chats/shared/messages').set('accept', 'application/json').send({ content })
 const serverPid = async () => Number((await readFile(pidFile, 'utf8')).split('\n')[0])
 
-async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
 test('the node that started the embedded server stops without taking it from another node; the last one to stop turns it off', async () => {
   const first = await startProcessNode('', undefined, EMBEDDED)
   const second = await startProcessNode('', undefined, EMBEDDED)
@@ -43,15 +36,17 @@ test('the node that started the embedded server stops without taking it from ano
     assert.match(first.output(), /left running on port \d+: \d+ other session\(s\) still use it/)
     await post(second.url, 'after the first node stopped').expect(201)
     let contents: string[] = []
-    const read = async () => (contents = (await request(second.url).get('/chats/shared/messages').set('accept', 'application/json').expect(200)).body.messages.map((message: { content: string }) => message.content))
-    for (const deadline = Date.now() + 5_000; (await read()).length < 2 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 50))
+    await until('both messages projected', async () => {
+      contents = (await request(second.url).get('/chats/shared/messages').set('accept', 'application/json').expect(200)).body.messages.map((message: { content: string }) => message.content)
+      return contents.length === 2
+    })
     assert.deepEqual(contents, ['before', 'after the first node stopped'])
     assert.ok(existsSync(pidFile))
   } finally {
     first.child.kill('SIGKILL')
     assert.equal(await second.kill('SIGTERM'), 0, second.output())
   }
-  await until(() => !existsSync(pidFile), 'the server stopped with the last node')
+  await until('the server stopped with the last node', () => !existsSync(pidFile))
 })
 
 test('a node whose embedded server went away answers 503 with Retry-After, not 500', async () => {
@@ -60,7 +55,7 @@ test('a node whose embedded server went away answers 503 with Retry-After, not 5
     await post(node.url, 'while it runs').expect(201)
     // What the other node's stop did before it counted sessions: a fast shutdown, which removes the Unix socket.
     process.kill(await serverPid(), 'SIGINT')
-    await until(() => !existsSync(pidFile), 'the server stopped')
+    await until('the server stopped', () => !existsSync(pidFile))
     const res = await post(node.url, 'with no server').expect(503)
     assert.ok(Number(res.headers['retry-after']) > 0)
     assert.match(res.body.error, /database is unreachable/)
@@ -80,5 +75,5 @@ test('two nodes started at once on an empty data folder both come up on one serv
   } finally {
     for (const node of nodes) assert.equal(await node.kill('SIGTERM'), 0, node.output())
   }
-  await until(() => !existsSync(join(togetherDir, 'postgres', 'pgdata', 'postmaster.pid')), 'the server stopped with the last node')
+  await until('the server stopped with the last node', () => !existsSync(join(togetherDir, 'postgres', 'pgdata', 'postmaster.pid')))
 })

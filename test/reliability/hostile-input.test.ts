@@ -13,6 +13,7 @@ import { renderView, VIEWS_DIR } from '../../src/http/views.js'
 import { createLogger } from '../../src/ops/logger.js'
 import { admin } from '../support/database.js'
 import { startTestNode, type TestNode } from '../support/node.js'
+import { until } from '../support/until.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -269,7 +270,7 @@ describe('when the database is unavailable', () => {
       probe.on('error', () => {})
       await assert.rejects(probe.connect(), (error: { code?: string }) => error.code === '55000')
       // (Background work, projectors and presence, keeps trying to connect, so the pool is seldom empty: no idle one is what matters.)
-      await until(() => closed.pool.idleCount === 0)
+      await until('the pool let its idle clients go', () => closed.pool.idleCount === 0, 5_000)
 
       const page = await request(closed.url).get('/chats/closed')
       assert.equal(page.status, 503, page.text.slice(0, 200))
@@ -291,14 +292,6 @@ async function readyzUntil(url: string, status: number, timeoutMs = 10_000): Pro
     if (res.status === status) return res.text
     if (Date.now() > deadline) throw new Error(`/readyz still answers ${res.status}, not ${status}`)
     await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
-async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
 
