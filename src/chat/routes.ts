@@ -57,6 +57,8 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
 
   /** Full-text search over what people can see now, across chats or within one (`chat=`). */
   router.get('/search', async (req, res) => {
+    // Given twice (?q=a&q=b) is a mistake to name, not a search for nothing.
+    if (Array.isArray(req.query.q) || Array.isArray(req.query.chat)) throw new HttpError(400, 'Give q and chat once each.')
     const query = typeof req.query.q === 'string' ? req.query.q.trim() : ''
     if (query.length > MAX_QUERY_LENGTH) throw new HttpError(422, `A search is at most ${MAX_QUERY_LENGTH} characters.`)
     const chat = typeof req.query.chat === 'string' && req.query.chat !== '' ? chatIdParam(req.query.chat) : undefined

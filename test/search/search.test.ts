@@ -343,6 +343,13 @@ describe('searching what people can see now', () => {
     await request(node.url).get('/search').query({ q: word, chat: 'Not A Room!' }).set('accept', 'application/json').expect(404)
   })
 
+  test('q or chat given twice is 400, not a search for nothing', async () => {
+    for (const query of [`q=tea&q=pot`, `q=tea&chat=room-one&chat=room-two`]) {
+      const res = await request(node.url).get(`/search?${query}`).set('accept', 'application/json').expect(400)
+      assert.match(res.body.error, /once each/)
+    }
+  })
+
   test('names are found: a search for the sender finds what they wrote, whatever the case', async () => {
     const id = await sent(ada, 'names', 'nothing in here says who wrote it')
     await untilResults('lovelace', (results) => results.some((r) => r.chatId === 'names' && r.messageId === id), 2_000)
