@@ -377,10 +377,12 @@ describe('the connection state', () => {
   test('a stream that goes quiet for longer than two heartbeats shows "Reconnecting…", and the next frame clears it', async () => {
     const ada = await person('Ada', 'quiet')
     assert.ok(await ada.page.getByText('Live', { exact: true }).isVisible())
-    // The real threshold is 35 s (two 15 s heartbeats and some slack); shorten it for this page only.
-    await ada.page.locator('#connection').evaluate((element) => element.style.setProperty('--stale-after', '100ms'))
+    // The real threshold is 35 s (two 15 s heartbeats and some slack); shorten it for this page only. On the
+    // root, not on the element: a heartbeat that replaces the element meanwhile must not bring back the 35 s.
+    await ada.page.locator('html').evaluate((root) => root.style.setProperty('--stale-after', '100ms'))
     await ada.page.getByText('Reconnecting…').waitFor({ state: 'visible' })
     assert.ok(!(await ada.page.getByText('Live', { exact: true }).isVisible()))
+    await ada.page.locator('html').evaluate((root) => root.style.removeProperty('--stale-after'))
     // The next heartbeat replaces the element, and with it the verdict (the hub's own beats, every slice of the period, run now instead of in 15 s).
     for (let slot = 0; slot < 15; slot++) node.hub['beat'](slot)
     await ada.page.getByText('Live', { exact: true }).waitFor({ state: 'visible' })
