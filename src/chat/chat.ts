@@ -26,6 +26,18 @@ export const KNOWN_MESSAGES = 256
 export const REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '🙏'] as const
 export type Emoji = (typeof REACTIONS)[number]
 
+const PRESENTATION_SELECTORS = /[\uFE0E\uFE0F]/g
+
+/**
+ * The reaction a client meant: one of the set whatever its presentation
+ * selector (a keyboard or a terminal often sends ❤ without the U+FE0F that
+ * makes it ❤️). Anything else is returned as it came, for the rules to refuse.
+ */
+export function reactionOf(text: string): string {
+  const bare = text.replace(PRESENTATION_SELECTORS, '')
+  return REACTIONS.find((emoji) => emoji.replace(PRESENTATION_SELECTORS, '') === bare) ?? text
+}
+
 interface CommandMetadata {
   now: Date
   requestId?: string

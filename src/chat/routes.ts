@@ -8,7 +8,7 @@ import { HttpError, wantsJson } from '../http/errors.js'
 import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
 import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../http/views.js'
-import { CHAT_ID_PATTERN, Rejection, type ChatCommand } from './chat.js'
+import { CHAT_ID_PATTERN, reactionOf, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
 import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
 import type { People, Presence } from '../live/presence.js'
@@ -193,7 +193,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
     if (typeof body.emoji !== 'string') throw new HttpError(body.emoji === undefined ? 422 : 400, 'Say which reaction: "emoji" is one of 👍 ❤️ 😂 🎉 😮 🙏.')
     const command: ChatCommand = {
       type: 'ToggleReaction',
-      data: { chatId, ...person(res), name: res.locals.name, messageId, emoji: body.emoji, commandId: commandIdBody(req) },
+      data: { chatId, ...person(res), name: res.locals.name, messageId, emoji: reactionOf(body.emoji), commandId: commandIdBody(req) },
       metadata: metadata(res),
     }
     await act(req, res, next, command)

@@ -156,6 +156,16 @@ describe('answers (JSON)', () => {
     assert.deepEqual((await messageJson('react', id)).reactions, { '👍': 2 })
   })
 
+  test('a heart without its emoji selector (❤, or ❤︎ as text) is the ❤️ of the set, recorded as ❤️', async () => {
+    const id = await sent(bob, 'hearts', 'love it')
+    assert.equal((await as(alice).react('hearts', id, '\u2764').expect(200)).body.reacted, true)
+    assert.equal((await as(alice).react('hearts', id, '\u2764\uFE0E').expect(200)).body.reacted, false, 'the same reaction, toggled off')
+    assert.equal((await as(bob).react('hearts', id, '\u2764').expect(200)).body.reacted, true)
+    const events = await node.db.selectFrom('events').select('data').where('stream_id', '=', 'chat-hearts').where('event_type', 'in', ['ReactionAdded', 'ReactionRemoved']).execute()
+    assert.deepEqual(events.map((row) => (row.data as { emoji: string }).emoji), ['❤️', '❤️', '❤️'])
+    assert.deepEqual((await messageJson('hearts', id)).reactions, { '❤️': 1 })
+  })
+
   test('a retraction answers 200 {chatId, messageId, version}', async () => {
     const id = await sent(alice, 'retract', 'oops')
     const res = await as(alice).retract('retract', id).expect(200)
