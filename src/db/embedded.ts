@@ -151,18 +151,11 @@ async function stopUnlessInUse(port: number, log: (line: string) => void, stop: 
 }
 
 /** Client sessions on the server other than the one asking; 0 when it cannot be reached (nothing left to keep it for). */
-async function otherSessions(port: number): Promise<number> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres', connectionTimeoutMillis: 1_000 })
-  client.on('error', () => {})
-  try {
-    await client.connect()
+function otherSessions(port: number): Promise<number> {
+  return asAdmin(port, async (client) => {
     const { rows } = await client.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()`)
     return rows[0]!.n
-  } catch {
-    return 0
-  } finally {
-    await client.end().catch(() => {})
-  }
+  }).catch(() => 0)
 }
 
 /** Stops a server this process did not start (it reused it): the same fast shutdown, by its pid. */
@@ -357,24 +350,12 @@ function isAlive(pid: number): boolean {
   }
 }
 
-async function canConnect(port: number): Promise<boolean> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres', connectionTimeoutMillis: 1_000 })
-  client.on('error', () => {})
-  try {
-    await client.connect()
-    return true
-  } catch {
-    return false
-  } finally {
-    await client.end().catch(() => {})
-  }
+function canConnect(port: number): Promise<boolean> {
+  return asAdmin(port, async () => true).catch(() => false)
 }
 
-async function ensureDatabase(port: number, database: string): Promise<void> {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres' })
-  client.on('error', () => {})
-  await client.connect()
-  try {
+function ensureDatabase(port: number, database: string): Promise<void> {
+  return asAdmin(port, async (client) => {
     const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [database])
     if (!rowCount) {
       await client.query(`create database ${client.escapeIdentifier(database)}`).catch((error) => {
@@ -382,8 +363,18 @@ async function ensureDatabase(port: number, database: string): Promise<void> {
         if (error.code !== '42P04') throw error
       })
     }
+  })
+}
+
+/** One short session as the server's superuser, over TCP (the socket may be another OS user's). */
+async function asAdmin<T>(port: number, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres', connectionTimeoutMillis: 5_000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    return await work(client)
   } finally {
-    await client.end()
+    await client.end().catch(() => {})
   }
 }
 
