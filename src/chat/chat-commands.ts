@@ -1,6 +1,7 @@
 import { CommandHandler, type CommandHandlerProps, type LoadRequest, type StateLoader } from '../event-store/command-handler.js'
 import { findCommand, readEventsAfter, readMessageEvents, readStreamBackwards, type StoredEvent, type Tx } from '../event-store/event-store.js'
 import {
+  answerOf,
   chatDecider,
   evolve,
   initialState,
@@ -8,6 +9,7 @@ import {
   RATE_WINDOW_MS,
   RECENT_COMMANDS,
   Rejection,
+  repeatOf,
   targetOf,
   timeOf,
   validate,
@@ -37,9 +39,10 @@ export function chatHandler(props: ChatHandlerProps): ChatHandler {
       const invalid = validate(command)
       return invalid === undefined ? undefined : new Rejection(422, invalid)
     },
-    findEarlier: async (db, { data }) => {
+    findEarlier: async (db, command) => {
+      const { data } = command
       const found = await findCommand(db, streamIdOf(data.chatId), data.personId, data.commandId)
-      return found && { version: found.version, type: found.type as ChatEvent['type'] }
+      return found && repeatOf(command, answerOf(toChatEvent(found), found.version))
     },
     duplicateConstraint: 'events_command_id_by_person',
     clock: (command) => command.metadata.now,

@@ -162,6 +162,13 @@ export class Rejection extends Error {
   }
 }
 
+/** A command id the person used before for another request: refused, and a form that sent it needs a new id to send this one. */
+export class CommandIdReused extends Rejection {
+  constructor() {
+    super(422, 'That command id was used before for a different change, which went through; this one was not made. Send it again with a new command id (the form has a new one now).')
+  }
+}
+
 export type Decision = DecisionOf<ChatEvent, Rejection>
 
 export function initialState(version = 0): Chat {
@@ -189,7 +196,7 @@ export function decide(command: ChatCommand, state: Chat): Decision {
   const invalid = validate(command)
   if (invalid) return reject(422, invalid)
   const earlier = state.recentCommands.get(commandKey(command.data.personId, command.data.commandId))
-  if (earlier) return { kind: 'duplicate', answer: earlier }
+  if (earlier) return repeatOf(command, earlier)
   const tooFast = rateLimit(command, state)
   if (tooFast) return { kind: 'rejected', rejection: tooFast }
   switch (command.type) {
@@ -211,8 +218,60 @@ export function evolve(state: Chat, event: ChatEvent): Chat {
   const actor = actorOf(event)
   const at = Date.parse(timeOf(event))
   const recentActs = actor === undefined || Number.isNaN(at) ? state.recentActs : state.recentActs.with(actor, at)
-  const recentCommands = state.recentCommands.with(commandKey(event.metadata.personId, event.metadata.commandId), { version, type: event.type })
-  return { version, recentActs, recentCommands, messages: withMessageFacts(state.messages, version, event) }
+  // A text's digest is taken once per event: the message's facts and the command's answer share it.
+  const digest = 'content' in event.data ? digestOf(event.data.content) : undefined
+  const recentCommands = state.recentCommands.with(commandKey(event.metadata.personId, event.metadata.commandId), answerOf(event, version, digest))
+  return { version, recentActs, recentCommands, messages: withMessageFacts(state.messages, version, event, digest) }
+}
+
+/** How the command behind an event was answered: a repeat of it answers the same. */
+export function answerOf(event: ChatEvent, version: number, digest = 'content' in event.data ? digestOf(event.data.content) : undefined): Answer {
+  // A message sent is keyed by its text alone (its id is the version it got); a change by its message and its text or emoji.
+  const request = event.type === 'MessageSent' ? digest! : requestKey(event.data.messageId, digest ?? emojiOf(event))
+  return { version, type: event.type, request }
+}
+
+/**
+ * A command id used before by the same person: the same request is a retry
+ * and gets the first answer; another request under that id (a new message,
+ * another emoji, another message) is refused, since answering it with the
+ * first command's answer would claim a change that was never made.
+ */
+export function repeatOf(command: ChatCommand, earlier: Answer): Decision {
+  if (EVENTS_OF[command.type].includes(earlier.type) && earlier.request === requestOf(command)) return { kind: 'duplicate', answer: earlier }
+  return { kind: 'rejected', rejection: new CommandIdReused() }
+}
+
+/** The events each command may cause, for telling a retry from another command under the same id. */
+const EVENTS_OF: Record<ChatCommand['type'], readonly ChatEvent['type'][]> = {
+  SendMessage: ['MessageSent'],
+  EditMessage: ['MessageEdited'],
+  RetractMessage: ['MessageRetracted'],
+  ToggleReaction: ['ReactionAdded', 'ReactionRemoved'],
+}
+
+/** The request key of a command, as answerOf keys the event it caused. */
+function requestOf(command: ChatCommand): string {
+  switch (command.type) {
+    case 'SendMessage':
+      return digestOf(normalizeContent(command.data.content))
+    case 'EditMessage':
+      return requestKey(command.data.messageId, digestOf(normalizeContent(command.data.content)))
+    case 'RetractMessage':
+      return requestKey(command.data.messageId, undefined)
+    case 'ToggleReaction':
+      return requestKey(command.data.messageId, command.data.emoji)
+    default:
+      return exhaustive(command)
+  }
+}
+
+function requestKey(messageId: number, detail: string | undefined): string {
+  return detail === undefined ? String(messageId) : `${messageId} ${detail}`
+}
+
+function emojiOf(event: ChatEvent): string | undefined {
+  return event.type === 'ReactionAdded' || event.type === 'ReactionRemoved' ? event.data.emoji : undefined
 }
 
 /**
@@ -390,9 +449,9 @@ export function messageIdOf(event: ChatEvent, version: number): number {
   return event.type === 'MessageSent' ? version : event.data.messageId
 }
 
-function withMessageFacts(messages: Chat['messages'], version: number, event: ChatEvent): Chat['messages'] {
+function withMessageFacts(messages: Chat['messages'], version: number, event: ChatEvent, digest: string | undefined): Chat['messages'] {
   const id = messageIdOf(event, version)
-  if (event.type === 'MessageSent') return messages.set(id, { authorId: event.data.authorId, contentDigest: digestOf(event.data.content), retracted: false, reactions: new Set() })
+  if (event.type === 'MessageSent') return messages.set(id, { authorId: event.data.authorId, contentDigest: digest ?? digestOf(event.data.content), retracted: false, reactions: new Set() })
   const known = messages.get(id)
   return known ? messages.set(id, applyToFacts(known, event)) : messages
 }

@@ -8,7 +8,7 @@ import { HttpError, wantsJson } from '../http/errors.js'
 import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
 import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../http/views.js'
-import { CHAT_ID_PATTERN, reactionOf, Rejection, type ChatCommand } from './chat.js'
+import { CHAT_ID_PATTERN, CommandIdReused, reactionOf, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
 import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
 import type { People, Presence } from '../live/presence.js'
@@ -123,7 +123,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
       if (!(error instanceof Rejection) || wantsJson(req) || !CHAT_ID_PATTERN.test(chatId)) return next(error)
       // The composer comes back with its error and the text as typed, so nothing is lost.
       refuse(res, error)
-      const composer = { content, commandId, error: error.message }
+      const composer = { content, commandId: error instanceof CommandIdReused ? randomUUID() : commandId, error: error.message }
       if (req.get('hx-request')) return sendComposer(res, chatId, composer)
       res.render('chat', await chatPage(chatId, res, composer))
     }
@@ -175,7 +175,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
       await projectionWatch.until(db, chatId, messageId, PROJECTION_WAIT_MS)
       const message = await messageById(db, chatId, messageId)
       if (!message || rejection.status === 404 || rejection.status === 403) return undefined
-      const form = { content, commandId, error: rejection.message }
+      const form = { content, commandId: rejection instanceof CommandIdReused ? randomUUID() : commandId, error: rejection.message }
       if (req.get('hx-request')) return renderEditForm({ message, form, nonce: res.locals.nonce })
       return { view: 'edit', locals: { title: `Edit a message in #${chatId}`, chatId, message, form } }
     })

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache'
 import type { DB } from '../db/database.js'
-import type { Answer, Decider, RejectionLike } from './decider.js'
+import type { Decider, Decision, RejectionLike } from './decider.js'
 import { append, ConcurrencyConflict, lockStreams, readVersions, type NewEvent, type StoredEvent, type StreamAppend, type Tx } from './event-store.js'
 
 export interface CommandResult {
@@ -56,8 +56,12 @@ export interface CommandHandlerProps<Command, Event extends NewEvent, State exte
   streamIdOf: (command: Command) => string
   /** The command's own validity, before any state: refused without touching the database or sharing a transaction. */
   validate: (command: Command) => RejectionLike | undefined
-  /** When a unique index caught a repeat older than the cached window: the first answer, from the log. */
-  findEarlier: (db: DB, command: Command) => Promise<Answer | undefined>
+  /**
+   * When a unique index caught a repeat older than the cached window: from
+   * the log, the first answer (a retry), or the refusal of another request
+   * under the same command id (as the decider would refuse it).
+   */
+  findEarlier: (db: DB, command: Command) => Promise<Decision<Event> | undefined>
   /** The unique index that catches repeated commands. */
   duplicateConstraint: string
   clock: (command: Command) => Date
@@ -318,9 +322,13 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
       // A repeat of a command older than the cached window: the index caught it.
       try {
         const earlier = await this.props.findEarlier(this.props.db, job.command)
-        if (earlier) {
+        if (earlier?.kind === 'duplicate') {
           this.onOutcome('duplicate')
-          return job.resolve({ version: earlier.version, type: earlier.type, duplicate: true })
+          return job.resolve({ version: earlier.answer.version, type: earlier.answer.type, duplicate: true })
+        }
+        if (earlier?.kind === 'rejected') {
+          this.onOutcome('rejected')
+          return job.reject(earlier.rejection)
         }
       } catch (lookupError) {
         error = lookupError

@@ -7,6 +7,12 @@
 export interface Answer<Type extends string = string> {
   version: number
   type: Type
+  /**
+   * What the command asked, as a key (for a chat: the message and the text
+   * or emoji): a command id used again for a different request is not a
+   * retry, and must not be answered as if it had been done.
+   */
+  request: string
 }
 
 /** A command the rules refuse, with its HTTP meaning. */

@@ -113,17 +113,17 @@ export async function readStreamBackwards(db: Tx | DB, streamId: string, { befor
   return rows.reverse().map(toStoredEvent)
 }
 
-/** The version and type of the event a person's command id appended to a stream, if it did. */
-export async function findCommand(db: Tx | DB, streamId: string, personId: string | undefined, commandId: string): Promise<{ version: number; type: string } | undefined> {
+/** The event a person's command id appended to a stream, if it did. */
+export async function findCommand(db: Tx | DB, streamId: string, personId: string | undefined, commandId: string): Promise<StoredEvent | undefined> {
   const row = await db
     .selectFrom('events')
-    .select(['stream_version', 'event_type'])
+    .select(['stream_id', 'stream_version', 'event_id', 'event_type', 'data', 'metadata', 'recorded_at'])
     .where('stream_id', '=', streamId)
     .where(sql`coalesce(metadata ->> 'personId', '')`, '=', personId ?? '')
     .where(sql`metadata ->> 'commandId'`, '=', commandId)
     .where(sql<boolean>`metadata ? 'commandId'`)
     .executeTakeFirst()
-  return row ? { version: Number(row.stream_version), type: row.event_type } : undefined
+  return row && toStoredEvent(row)
 }
 
 /**

@@ -293,6 +293,46 @@ describe('idempotency is per person', () => {
     assert.equal(await eventCount(), before + 4)
   })
 
+  test('a commandId used again for another change is refused (422) and appends nothing, whatever the change', async () => {
+    const id = await sent(alice, 'idem-other', 'one message')
+    const reactId = randomUUID()
+    await as(bob).react('idem-other', id, '👍', reactId).expect(200)
+    const before = await eventCount()
+    // Another emoji, a message that does not exist, another kind of command: none of them is a retry of the 👍.
+    for (const res of [
+      await as(bob).react('idem-other', id, '🙏', reactId),
+      await as(bob).react('idem-other', 999, '👍', reactId),
+      await as(bob).send('idem-other', 'a new message', reactId),
+    ]) {
+      assert.equal(res.status, 422, res.text)
+      assert.match(res.body.error, /used before for a different change/)
+    }
+    const editId = randomUUID()
+    await as(alice).edit('idem-other', id, 'one message, edited', editId).expect(200)
+    assert.equal((await as(alice).retract('idem-other', id, editId)).status, 422)
+    assert.equal((await as(alice).edit('idem-other', id, 'edited again', editId)).status, 422)
+    assert.equal(await eventCount(), before + 1)
+    assert.deepEqual((await messageJson('idem-other', id)).reactions, { '👍': 1 })
+    assert.equal((await messageJson('idem-other', id)).retracted, false)
+  })
+
+  test('the htmx composer whose command id was used for another message comes back with the text and a new id', async () => {
+    const commandId = randomUUID()
+    await as(alice).send('idem-composer', 'sent, but the answer was lost', commandId).expect(201)
+    const res = await request(node.url)
+      .post('/chats/idem-composer/messages')
+      .set('cookie', alice.cookie)
+      .set('hx-request', 'true')
+      .type('form')
+      .send({ content: 'typed after that', commandId })
+    assert.equal(res.status, 422, res.text)
+    assert.match(res.text, /<form id="composer"/)
+    assert.ok(res.text.includes('>typed after that</textarea>'), 'the text as typed')
+    const newId = /name="commandId" value="([^"]+)"/.exec(res.text)?.[1]
+    assert.ok(newId && newId !== commandId, 'a new command id, so that sending again sends it')
+    await as(alice).send('idem-composer', 'typed after that', newId).expect(201)
+  })
+
   test('the same commandId from two people is two commands: two events, two answers', async () => {
     const id = await sent(alice, 'idem-two', 'react to me')
     const commandId = randomUUID()

@@ -147,6 +147,16 @@ describe('the chat command handler', () => {
     assert.equal(await eventCount('long-memory'), RECENT_COMMANDS + 6)
   })
 
+  test('an old command id used again for another message is refused there too (422), and nothing is appended', async () => {
+    const handler = chatHandler({ db: node.db })
+    const first = command('long-reuse', 'first', new Date(), 'reused-later')
+    await handler.handle(first)
+    for (let i = 0; i < RECENT_COMMANDS + 5; i++) await handler.handle(command('long-reuse', `sender-${i}`))
+    const other: SendMessage = { ...first, data: { ...first.data, content: 'another message under the same id' } }
+    await assert.rejects(handler.handle(other), (error: Error & { status?: number }) => error.status === 422 && /used before/.test(error.message))
+    assert.equal(await eventCount('long-reuse'), RECENT_COMMANDS + 6)
+  })
+
   test('an old repeat inside a shared transaction splits it: the others still commit, the repeat answers as the first did', async () => {
     const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1 })
     const blocker = handler.handle(command('long-memory', 'blocker'))

@@ -194,8 +194,21 @@ describe('Idempotency: one answer per (person, commandId)', () => {
     given([messageSent({ commandId: 'c1' }), messageSent({ commandId: 'c2' })]).when(sendMessage({ commandId: 'c1' })).thenIsDuplicateOf(1, 'MessageSent')
   })
 
-  test('a retry answers as the first did even when its content differs', () => {
-    given([messageSent({ commandId: 'c1' })]).when(sendMessage({ commandId: 'c1', content: 'something else' })).thenIsDuplicateOf(1, 'MessageSent')
+  test('a retry is the same request: the same text, also as typed with other line endings or spaces around it', () => {
+    given([messageSent({ commandId: 'c1', content: 'two\nlines' })]).when(sendMessage({ commandId: 'c1', content: '  two\r\nlines ' })).thenIsDuplicateOf(1, 'MessageSent')
+  })
+
+  test('the same command id for another request is refused (422), never answered as if it had been done', () => {
+    const reused = /command id was used before for a different change/
+    // Another text under a message's id is another message, not a retry.
+    given([messageSent({ commandId: 'c1' })]).when(sendMessage({ commandId: 'c1', content: 'something else' })).thenRejects(422, reused)
+    // A reaction's id again for another emoji, another message, or another kind of command.
+    given([messageSent(), messageSent({ commandId: 'c2' }), reactionAdded()]).when(toggleReaction({ emoji: '🙏' })).thenRejects(422, reused)
+    given([messageSent(), messageSent({ commandId: 'c2' }), reactionAdded()]).when(toggleReaction({ messageId: 2 })).thenRejects(422, reused)
+    given([messageSent(), messageSent({ commandId: 'c2' }), reactionAdded()]).when(toggleReaction({ messageId: 999 })).thenRejects(422, reused)
+    given([messageSent(), messageEdited()]).when(retractMessage({ commandId: 'edit-1' })).thenRejects(422, reused)
+    given([messageSent(), messageEdited()]).when(editMessage({ content: 'yet another text' })).thenRejects(422, reused)
+    given([messageSent({ commandId: 'c1' })]).when(toggleReaction({ personId: ALICE, commandId: 'c1' })).thenRejects(422, reused)
   })
 
   test('the same command id from another person is a new command: a second message', () => {
@@ -219,10 +232,10 @@ describe('Idempotency: one answer per (person, commandId)', () => {
     given(sends(RATE_LIMIT)).when(sendMessage({ commandId: 'c0' }, at(40))).thenIsDuplicateOf(1, 'MessageSent')
   })
 
-  test('a command id is kept per person, not per kind: a reaction reusing a message’s command id is its repeat', () => {
+  test('a command id is kept per person, not per kind: a reaction reusing a message’s command id is refused, not made', () => {
     given([messageSent({ commandId: 'c1', authorId: BOB, sender: 'bob' })])
       .when(toggleReaction({ commandId: 'c1' }))
-      .thenIsDuplicateOf(1, 'MessageSent')
+      .thenRejects(422, /used before/)
   })
 })
 
