@@ -298,7 +298,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
   async function timeTravel(chatId: string, at: number, before: number | undefined) {
     const past = await chatAsOf(db, chatId, at, { before, limit: PAGE_SIZE })
     if (!past) throw new HttpError(404, `#${chatId} has no version ${at}.`)
-    return { ...past, at, olderQuery: `at=${at}&`, messagesHtml: past.messages.map(renderMessage).join(''), first: past.messages[0]?.messageId ?? 0 }
+    return { ...past, at, olderQuery: `at=${at}&`, readOnly: true, messagesHtml: past.messages.map((message) => renderMessage(message, 'past')).join(''), first: past.messages[0]?.messageId ?? 0 }
   }
 
   /** Everything the chat page shows: the latest messages, the composer, where the stream resumes, and what is new to this reader. */
@@ -336,7 +336,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
     if (cached) return cached
     const messages = await messagesBefore(db, chatId, undefined, PAGE_SIZE)
     const page = {
-      messagesHtml: messages.map(renderMessage).join(''),
+      messagesHtml: messages.map((message) => renderMessage(message)).join(''),
       first: messages[0]?.messageId ?? 0,
       after: head,
       hasOlder: (messages[0]?.messageId ?? 1) > 1,

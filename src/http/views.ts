@@ -65,7 +65,8 @@ export function escapeHtml(text: string): string {
   return ejs.escapeXML(text)
 }
 
-export type MessageRenderer = (message: Message) => string
+/** `past`: the message as time travel shows it, read-only (its reactions shown, no forms). */
+export type MessageRenderer = (message: Message, mode?: 'live' | 'past') => string
 
 /**
  * One node's message HTML: the partial compiled once, and each message
@@ -78,11 +79,11 @@ export function messageRenderer(max = 20_000): MessageRenderer {
   // rmWhitespace: a message goes out in every frame and page; the template's indentation need not.
   const template = ejs.compile(readFileSync(MESSAGE_FILE, 'utf8'), { filename: MESSAGE_FILE, root: VIEWS_DIR, rmWhitespace: true })
   const rendered = new LRUCache<string, string>({ max })
-  return (message) => {
-    const key = `${today()} ${message.chatId} ${message.messageId} ${message.changedVersion}`
+  return (message, mode = 'live') => {
+    const key = `${today()} ${mode} ${message.chatId} ${message.messageId} ${message.changedVersion}`
     let html = rendered.get(key)
     if (html === undefined) {
-      html = template({ ...helpers, message }).trim()
+      html = template({ ...helpers, message, readOnly: mode === 'past' }).trim()
       rendered.set(key, html)
     }
     return html
