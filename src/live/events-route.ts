@@ -87,6 +87,10 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
     return true
 
     function open(after: number): void {
+      // Checked again: streams of chats new to this node waited for their
+      // head together, and the cap may have filled meanwhile. A 200 that the
+      // hub then ends would send the client back in a second, not in five.
+      if (hub.full) return refuse(req, res, new HubFullError(5))
       res.writeHead(200, SSE_HEADERS)
       // A chat page (htmx) also gets the frames that keep its connection state
       // current; plain SSE clients see only messages and comment heartbeats.

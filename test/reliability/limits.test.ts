@@ -3,6 +3,7 @@ import net from 'node:net'
 import { after, before, test } from 'node:test'
 import request from 'supertest'
 import { SseClient } from '../support/sse.js'
+import { until } from '../support/until.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
 let node: TestNode
@@ -23,6 +24,20 @@ test('over the cap of live streams per process, a new stream gets 503 with Retry
   const again = await SseClient.open(`${node.url}/chats/cap/events`)
   assert.equal(again.status, 200)
   for (const client of [...open, again]) client.close()
+})
+
+test('streams that start together, of chats this node does not stream yet, still get 503 past the cap, not a 200 that ends at once', async () => {
+  await until('the streams of the test before closed', () => node.hub.subscriberCount === 0, 2_000)
+  // Each waits for its chat's head from the database before answering: the cap is checked again after that wait.
+  const answers = await Promise.all(['cap-a', 'cap-b', 'cap-c', 'cap-d', 'cap-e'].map((chatId) => SseClient.open(`${node.url}/chats/${chatId}/events`)))
+  assert.deepEqual(answers.map((client) => client.status).sort(), [200, 200, 200, 503, 503])
+  const open = answers.filter((client) => client.status === 200)
+  await open[0]!.waitFor(() => node.hub.subscriberCount === 3, 2_000, 'three subscribers')
+  // The three that got 200 are streams that stay open.
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.equal(node.hub.subscriberCount, 3)
+  for (const client of answers) client.close()
+  await open[0]!.waitFor(() => node.hub.subscriberCount === 0, 2_000, 'all closed')
 })
 
 test('a client that never finishes its headers is cut off (slowloris)', async () => {
