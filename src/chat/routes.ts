@@ -8,7 +8,7 @@ import { HttpError, wantsJson } from '../http/errors.js'
 import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
 import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../http/views.js'
-import { CHAT_ID_PATTERN, CommandIdReused, reactionOf, Rejection, type ChatCommand } from './chat.js'
+import { CHAT_ID_PATTERN, CommandIdReused, normalizeContent, reactionOf, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
 import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
 import type { People, Presence } from '../live/presence.js'
@@ -59,7 +59,8 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
   router.get('/search', async (req, res) => {
     // Given twice (?q=a&q=b) is a mistake to name, not a search for nothing.
     if (Array.isArray(req.query.q) || Array.isArray(req.query.chat)) throw new HttpError(400, 'Give q and chat once each.')
-    const query = typeof req.query.q === 'string' ? req.query.q.trim() : ''
+    // Control characters go as they do from messages (PostgreSQL refuses a NUL in text outright).
+    const query = typeof req.query.q === 'string' ? normalizeContent(req.query.q) : ''
     if (query.length > MAX_QUERY_LENGTH) throw new HttpError(422, `A search is at most ${MAX_QUERY_LENGTH} characters.`)
     const chat = typeof req.query.chat === 'string' && req.query.chat !== '' ? chatIdParam(req.query.chat) : undefined
     const results = query === '' ? [] : await search(db, query, { chatId: chat })

@@ -350,6 +350,20 @@ describe('searching what people can see now', () => {
     }
   })
 
+  test('control characters in a search (a NUL, which PostgreSQL refuses in text) are dropped, as in messages: never a 500', async () => {
+    const word = `kettle${randomUUID().slice(0, 6)}`
+    const id = await sent(ada, 'controls', `the ${word} sings`)
+    await untilResults(word, (results) => results.some((r) => r.messageId === id), 2_000)
+    for (const q of ['\u0000', `${word}\u0000`, `\u0007${word}`, `${word}\u001b`]) {
+      for (const chat of [undefined, 'controls']) {
+        const res = await request(node.url).get('/search').query({ q, ...(chat ? { chat } : {}) }).set('accept', 'application/json')
+        assert.equal(res.status, 200, `${JSON.stringify(q)}: ${res.text}`)
+        assert.deepEqual(res.body.results.map((r: { messageId: number }) => r.messageId), q === '\u0000' ? [] : [id])
+      }
+      await request(node.url).get('/search').query({ q }).expect(200)
+    }
+  })
+
   test('names are found: a search for the sender finds what they wrote, whatever the case', async () => {
     const id = await sent(ada, 'names', 'nothing in here says who wrote it')
     await untilResults('lovelace', (results) => results.some((r) => r.chatId === 'names' && r.messageId === id), 2_000)
