@@ -7,7 +7,7 @@ import { RateBuckets } from '../http/rate-buckets.js'
 import { HttpError, wantsJson } from '../http/errors.js'
 import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
-import { escapeHtml, partialRenderer, today, type MessageRenderer } from '../http/views.js'
+import { escapeHtml, partialRenderer, type MessageRenderer } from '../http/views.js'
 import { CHAT_ID_PATTERN, CommandIdReused, normalizeContent, reactionOf, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
 import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
@@ -325,14 +325,14 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
 
   /**
    * The chat page's message list: the latest messages as of the chat's head
-   * version, rendered once per chat version and day for everyone who opens
+   * version, rendered once per chat version for everyone who opens
    * the chat ("mine" is a per-reader style rule, not in here). The head is
    * read first: the rows read after it are at that version or later, and the
    * stream resumes after the head, so a later change still arrives as a frame.
    */
   async function latestMessages(chatId: string): Promise<LatestMessages> {
     const head = projectionWatch.head(chatId) ?? (await headVersion(db, chatId))
-    const key = `${today()} ${chatId} ${head}`
+    const key = `${chatId} ${head}`
     const cached = latestPages.get(key)
     if (cached) return cached
     const messages = await messagesBefore(db, chatId, undefined, PAGE_SIZE)

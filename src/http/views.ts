@@ -18,8 +18,8 @@ const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 
  */
 const shortTime = (date: Date) => date.toISOString().slice(11, 16)
 const day = (date: Date) => `${date.getUTCDate()} ${MONTHS[date.getUTCMonth()]!.slice(0, 3)}`
-/** Today's date in UTC, for caches of HTML that says "today" differently from other days. */
-export const today = () => new Date().toISOString().slice(0, 10)
+/** Today's date in UTC. */
+const today = () => new Date().toISOString().slice(0, 10)
 
 /** Shared by every template, so a message looks the same in the page, a POST reply and the live stream. */
 export const helpers = {
@@ -31,8 +31,14 @@ export const helpers = {
   REACTIONS,
   /** A CSS string literal that cannot end its rule or its <style> element, for names in attribute selectors. */
   cssString: (text: string) => `"${[...text].map((c) => (/[A-Za-z0-9_ -]/.test(c) ? c : `\\${c.codePointAt(0)!.toString(16)} `)).join('')}"`,
-  /** "14:05" today, "3 Mar 14:05" before. */
+  /** "14:05" today, "3 Mar 14:05" before: for pages, rendered for one reader at one moment. */
   when: (date: Date) => (date.toISOString().slice(0, 10) === today() ? shortTime(date) : `${day(date)} ${shortTime(date)}`),
+  /**
+   * "3 Mar 14:05", whatever the day: a message's fragment must not depend on
+   * when it is rendered. A frame sent at 23:59 as "23:59" would stay so on
+   * every open page, while a page loaded after midnight says "3 Mar 23:59".
+   */
+  stamp: (date: Date) => `${day(date)} ${shortTime(date)}`,
 }
 
 const MESSAGE_FILE = VIEWS_DIR + 'partials/_message.ejs'
@@ -70,17 +76,17 @@ export type MessageRenderer = (message: Message, mode?: 'live' | 'past') => stri
 
 /**
  * One node's message HTML: the partial compiled once, and each message
- * rendered once per state and day, then reused by the live stream, pages and
- * "load older" alike. A message changes (edits, reactions, a retraction), so
- * the key is the chat version of its latest change; the day is in it because
- * "today" shows times alone. Templates reach it as `messageHtml`.
+ * rendered once per state, then reused by the live stream, pages and "load
+ * older" alike. A message changes (edits, reactions, a retraction), so the
+ * key is the chat version of its latest change. Nothing else may change it
+ * (not the day: see `stamp`). Templates reach it as `messageHtml`.
  */
 export function messageRenderer(max = 20_000): MessageRenderer {
   // rmWhitespace: a message goes out in every frame and page; the template's indentation need not.
   const template = ejs.compile(readFileSync(MESSAGE_FILE, 'utf8'), { filename: MESSAGE_FILE, root: VIEWS_DIR, rmWhitespace: true })
   const rendered = new LRUCache<string, string>({ max })
   return (message, mode = 'live') => {
-    const key = `${today()} ${mode} ${message.chatId} ${message.messageId} ${message.changedVersion}`
+    const key = `${mode} ${message.chatId} ${message.messageId} ${message.changedVersion}`
     let html = rendered.get(key)
     if (html === undefined) {
       html = template({ ...helpers, message, readOnly: mode === 'past' }).trim()
