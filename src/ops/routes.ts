@@ -93,14 +93,15 @@ export function dashboardRoutes({ sampler, dashboardToken, secureCookies, maxDas
  * A `?token=` page visit is redirected to the same address without it, so
  * the token does not stay in the address bar or the browser history.
  *
- * The cookie holds an HMAC of a fixed text keyed by the token, not the token:
- * it reveals nothing, and changing DASHBOARD_TOKEN invalidates every cookie.
+ * The cookie holds the time it was issued and an HMAC of that time keyed by
+ * the token, not the token: it reveals nothing, it is good for 12 hours on
+ * the server too (a copied cookie does not outlive its browser's), and
+ * changing DASHBOARD_TOKEN invalidates every cookie.
  */
 export function operatorOnly(token: string | undefined, secureCookies: 'auto' | boolean) {
-  const expectedCookie = token === undefined ? undefined : cookieValueFor(token)
   return (req: Request, res: Response, next: NextFunction) => {
     if (token === undefined) return next()
-    if (hasOperatorCookie(req, expectedCookie!)) return next()
+    if (hasOperatorCookie(req, token)) return next()
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1]
     const query = typeof req.query.token === 'string' ? req.query.token : undefined
     const presented = bearer ?? query
@@ -108,7 +109,7 @@ export function operatorOnly(token: string | undefined, secureCookies: 'auto' | 
       res.set('WWW-Authenticate', 'Bearer realm="live-tea operations"')
       return next(new HttpError(401, 'This page is for operators: open it once with ?token=<DASHBOARD_TOKEN>, or send Authorization: Bearer <DASHBOARD_TOKEN>.'))
     }
-    res.cookie(OPS_COOKIE, expectedCookie, {
+    res.cookie(OPS_COOKIE, cookieValueFor(token, Date.now()), {
       httpOnly: true,
       sameSite: 'lax',
       secure: secureCookies === 'auto' ? req.secure : secureCookies,
@@ -127,20 +128,23 @@ export function operatorOnly(token: string | undefined, secureCookies: 'auto' | 
 /** Whether a request shows the token (cookie or Bearer), without asking for it: for answers that say more to operators. */
 function operatorCheck(token: string | undefined): (req: Request) => boolean {
   if (token === undefined) return () => false
-  const expectedCookie = cookieValueFor(token)
   return (req) => {
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.get('authorization') ?? '')?.[1]
-    return hasOperatorCookie(req, expectedCookie) || (bearer !== undefined && sameSecret(bearer, token))
+    return hasOperatorCookie(req, token) || (bearer !== undefined && sameSecret(bearer, token))
   }
 }
 
-function hasOperatorCookie(req: Request, expectedCookie: string): boolean {
+/** A cookie this token signed, issued less than COOKIE_MAX_AGE_MS ago. */
+function hasOperatorCookie(req: Request, token: string): boolean {
   const cookie = req.cookies?.[OPS_COOKIE]
-  return typeof cookie === 'string' && sameSecret(cookie, expectedCookie)
+  if (typeof cookie !== 'string') return false
+  const issuedAt = Number(/^(\d{1,15})\./.exec(cookie)?.[1])
+  const age = Date.now() - issuedAt
+  return Number.isSafeInteger(issuedAt) && age >= -60_000 && age < COOKIE_MAX_AGE_MS && sameSecret(cookie, cookieValueFor(token, issuedAt))
 }
 
-function cookieValueFor(token: string): string {
-  return createHmac('sha256', token).update('live-tea operations cookie v1').digest('base64url')
+function cookieValueFor(token: string, issuedAt: number): string {
+  return `${issuedAt}.${createHmac('sha256', token).update(`live-tea operations cookie v2 ${issuedAt}`).digest('base64url')}`
 }
 
 /** Constant-time comparison whatever the lengths: compares digests. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { createHmac } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import request from 'supertest'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
@@ -113,6 +114,21 @@ describe('DASHBOARD_TOKEN', () => {
     assert.equal(stream.status, 200)
     stream.close()
     await request(guarded.url).get('/dashboard').set('Cookie', 'live_tea_ops=forged').expect(401)
+  })
+
+  test('the cookie is good for 12 hours on the server too: an old one, or one with its time changed, is refused', async () => {
+    const login = await request(guarded.url).get('/dashboard?token=' + TOKEN).expect(303)
+    const value = decodeURIComponent((login.headers['set-cookie'] as unknown as string[]).find((c) => c.startsWith('live_tea_ops='))!.split(';')[0]!.slice('live_tea_ops='.length))
+    const [issuedAt, mac] = value.split('.')
+    assert.ok(Math.abs(Number(issuedAt) - Date.now()) < 60_000, 'it carries the time it was issued')
+    // Moved back 13 hours: the signature no longer matches. Signed 13 hours ago with the token: too old.
+    await request(guarded.url).get('/metrics').set('Cookie', `live_tea_ops=${Number(issuedAt) - 13 * 3600_000}.${mac}`).expect(401)
+    const old = Date.now() - 13 * 3600_000
+    const signedLongAgo = `${old}.${createHmac('sha256', TOKEN).update(`live-tea operations cookie v2 ${old}`).digest('base64url')}`
+    await request(guarded.url).get('/metrics').set('Cookie', `live_tea_ops=${signedLongAgo}`).expect(401)
+    const recent = Date.now() - 11 * 3600_000
+    const signedRecently = `${recent}.${createHmac('sha256', TOKEN).update(`live-tea operations cookie v2 ${recent}`).digest('base64url')}`
+    await request(guarded.url).get('/metrics').set('Cookie', `live_tea_ops=${signedRecently}`).expect(200)
   })
 
   test('a Bearer header opens /metrics for a scraper', async () => {
