@@ -65,6 +65,7 @@ export interface AppDeps {
  * names, the commandId and some whitespace that the rules trim off.
  */
 export const BODY_LIMIT = MAX_CONTENT_LENGTH * 12 + 1024
+const TYPING_PATH = /^\/chats\/[^/]+\/typing$/
 
 const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
 const HTMX_DIR = fileURLToPath(new URL('../node_modules/htmx.org/dist/', import.meta.url))
@@ -154,7 +155,8 @@ export function createApp(deps: AppDeps): express.Express {
       rateLimit({
         windowMs: 60_000,
         limit: deps.postsPerMinutePerAddress,
-        skip: (req) => req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS',
+        // Typing hints have limits of their own: counted here, twenty people typing behind one NAT would use up their messages.
+        skip: (req) => req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS' || TYPING_PATH.test(req.path),
         standardHeaders: 'draft-7',
         legacyHeaders: false,
         handler: (_req, _res, next, options) =>

@@ -67,3 +67,9 @@ test('one address may not flood posts, whatever names it uses: 429 with Retry-Af
   const stored = await node.db.selectFrom('events').select('stream_version').where('stream_id', '=', 'chat-flood-guard').execute()
   assert.equal(stored.length, 40)
 })
+
+test('typing hints are not messages: an address that used up its posts can still say it is typing, and hints use none of them', async () => {
+  // After the flood above, this address has no posts left this minute.
+  await request(node.url).post('/chats/flood-guard/messages').send({ content: 'one more' }).expect(429)
+  for (let i = 0; i < 45; i++) await request(node.url).post('/chats/flood-guard/typing').expect(204)
+})
