@@ -31,10 +31,11 @@ const PRESENTATION_SELECTORS = /[\uFE0E\uFE0F]/g
 /**
  * The reaction a client meant: one of the set whatever its presentation
  * selector (a keyboard or a terminal often sends ❤ without the U+FE0F that
- * makes it ❤️). Anything else is returned as it came, for the rules to refuse.
+ * makes it ❤️) and spaces around it. Anything else is returned as it came,
+ * for the rules to refuse.
  */
 export function reactionOf(text: string): string {
-  const bare = text.replace(PRESENTATION_SELECTORS, '')
+  const bare = text.trim().replace(PRESENTATION_SELECTORS, '')
   return REACTIONS.find((emoji) => emoji.replace(PRESENTATION_SELECTORS, '') === bare) ?? text
 }
 
@@ -386,8 +387,10 @@ function validName(name: string): string | undefined {
 
 function validContent(content: string): string | undefined {
   if (!content.isWellFormed()) return 'The message contains broken characters (a lone surrogate); please type it again.'
-  const contentLength = length(normalizeContent(content))
-  if (contentLength < 1) return 'Write something first: a message cannot be empty.'
+  const normalized = normalizeContent(content)
+  const contentLength = length(normalized)
+  // Only invisible characters (zero-width spaces, fillers) would show as an empty bubble.
+  if (contentLength < 1 || !VISIBLE.test(normalized)) return 'Write something first: a message cannot be empty.'
   if (contentLength > MAX_CONTENT_LENGTH) return `A message is at most ${MAX_CONTENT_LENGTH} characters; this one has ${contentLength}.`
   return undefined
 }
@@ -491,6 +494,9 @@ function applyToFacts(facts: MessageFacts, event: ChatEvent): MessageFacts {
       return exhaustive(event)
   }
 }
+
+/** A character that shows: not space, not a control, not one of Unicode's default-ignorable (invisible) characters. */
+const VISIBLE = /[^\p{White_Space}\p{Cc}\p{Default_Ignorable_Code_Point}]/u
 
 /** Line endings become \n (a bare \r would also end a line in an SSE frame); control characters go. */
 export function normalizeContent(content: string): string {

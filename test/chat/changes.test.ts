@@ -164,6 +164,9 @@ describe('answers (JSON)', () => {
     const events = await node.db.selectFrom('events').select('data').where('stream_id', '=', 'chat-hearts').where('event_type', 'in', ['ReactionAdded', 'ReactionRemoved']).execute()
     assert.deepEqual(events.map((row) => (row.data as { emoji: string }).emoji), ['❤️', '❤️', '❤️'])
     assert.deepEqual((await messageJson('hearts', id)).reactions, { '❤️': 1 })
+    // Spaces around a reaction (a pasted emoji) are not part of it.
+    assert.equal((await as(alice).react('hearts', id, ' 🎉\n').expect(200)).body.reacted, true)
+    assert.deepEqual((await messageJson('hearts', id)).reactions, { '❤️': 1, '🎉': 1 })
   })
 
   test('a retraction answers 200 {chatId, messageId, version}', async () => {
@@ -229,7 +232,7 @@ describe('refusals: {error} with a status, and nothing appended', () => {
 
   test('422: a reaction outside the fixed set, an empty or too long edit, any change to a retracted message', async () => {
     const id = await sent(alice, 'invalid', 'valid')
-    for (const emoji of ['💩', '', 'thumbs up', '👍👍', '👍 ']) await refused(as(bob).react('invalid', id, emoji), 422, /reaction is one of/)
+    for (const emoji of ['💩', '', 'thumbs up', '👍👍', ' ']) await refused(as(bob).react('invalid', id, emoji), 422, /reaction is one of/)
     await refused(request(node.url).post(`/chats/invalid/messages/${id}/reactions`).set('cookie', bob.cookie).send({}), 422)
     for (const content of ['', '   ', '\n\t ']) await refused(as(alice).edit('invalid', id, content), 422, /empty/)
     await refused(as(alice).edit('invalid', id, 'x'.repeat(4001)), 422, /at most 4000/)

@@ -124,6 +124,11 @@ describe('SendMessage', () => {
     given([]).when(sendMessage({ content: '' })).thenRejects(422, /empty/)
     given([]).when(sendMessage({ content: ' \n\t ' })).thenRejects(422, /empty/)
     given([]).when(sendMessage({ content: '\u0000\u0007' })).thenRejects(422, /empty/)
+    // Invisible characters alone would be an empty bubble: zero-width space, word joiner, BOM, Hangul filler, with spaces.
+    given([]).when(sendMessage({ content: '\u200B\u2060 \uFEFF\u3164\u200B' })).thenRejects(422, /empty/)
+    given([messageSent()]).when(editMessage({ content: '\u200B\u200C\u200D' })).thenRejects(422, /empty/)
+    // Among visible text they stay (a ZWJ holds an emoji sequence together).
+    given([]).when(sendMessage({ content: '👩\u200D💻 \u200Bok' })).then([messageSent({ content: '👩\u200D💻 \u200Bok' })])
   })
 
   test('content of 4000 characters is accepted, 4001 refused', () => {
