@@ -319,7 +319,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
       firstNew,
       composer: { ...freshComposer(), ...composer },
       personId,
-      people: await presence.people(chatId),
+      people: await presence.people(chatId, { personId, name: res.locals.name }),
     }
   }
 

@@ -214,16 +214,32 @@ export class Presence {
   }
 
   /** Who is in a chat now, from every live node. */
-  async people(chatId: string): Promise<People> {
+  /**
+   * `reader`: someone about to open a stream here (the chat page being
+   * rendered for them), counted as here already: the list their page starts
+   * with is the one their stream's first frame brings.
+   */
+  async people(chatId: string, reader?: { personId: string; name: string }): Promise<People> {
     const { rows } = await sql<{ person_id: string; name: string | null; streams: number; typing: boolean }>`
       select p.person_id, max(p.name) as name, sum(p.streams)::int as streams, bool_or(p.typing_until > now()) as typing
       from presence p join presence_nodes n on n.node_id = p.node_id
-      where p.chat_id = ${chatId} and n.heartbeat_at > now() - ${`${this.props.nodeTimeoutMs} milliseconds`}::interval
+      where p.chat_id = ${chatId} and p.node_id <> ${this.nodeId} and n.heartbeat_at > now() - ${`${this.props.nodeTimeoutMs} milliseconds`}::interval
       group by p.person_id
     `.execute(this.db)
+    const everyone = new Map(rows.map((row) => [row.person_id, row]))
+    // This node's own people come from memory, not its rows: the rows lag by
+    // a flush, and a stream that just opened would be told its own reader is
+    // not here (and a moment later that they are).
+    const now = Date.now()
+    for (const [personId, person] of this.local.get(chatId) ?? []) {
+      const streams = person.streams > 0 || person.leaving !== undefined ? 1 : 0
+      const row = everyone.get(personId)
+      everyone.set(personId, { person_id: personId, name: person.name ?? row?.name ?? null, streams: (row?.streams ?? 0) + streams, typing: Boolean(row?.typing) || person.typingUntil > now })
+    }
+    if (reader && !(everyone.get(reader.personId)?.streams ?? 0)) everyone.set(reader.personId, { person_id: reader.personId, name: reader.name, streams: 1, typing: false })
     const people: Person[] = []
     let others = 0
-    for (const row of rows) {
+    for (const row of everyone.values()) {
       // Here means an open stream on some node: a typing hint alone (a closed tab's last keystroke) names no one.
       if (row.streams <= 0) continue
       if (row.person_id.startsWith('anon:')) others++

@@ -60,7 +60,7 @@ function report(what: string, ms: number): void {
 async function hereNames(page: Page): Promise<string[]> {
   const text = (await page.locator('#people .here').innerText()).replace(/\s+/g, ' ').trim()
   const list = text.replace(/^Here now: /, '').replace(/^Here: /, '').replace(/(^| and )\d+ (others?|readers?)$/, '')
-  if (/Nobody else is here/.test(list)) return []
+  if (/Nobody is here/.test(list)) return []
   return list.split(', ').filter(Boolean)
 }
 

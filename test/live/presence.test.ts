@@ -210,6 +210,21 @@ describe('who is here, across nodes', () => {
     bobStream.close()
   })
 
+  test('the page and its stream\'s first frame both list the reader: no "nobody here", then a flicker to themselves', async () => {
+    const cleo = await person(a, 'Cleo')
+    const page = await request(a.url).get('/chats/first-look').set('cookie', cleo).expect(200)
+    const list = /<div id="people"[\s\S]*?<\/div>/.exec(page.text)![0]
+    assert.deepEqual(shown(list).names, ['Cleo'], 'the page lists its reader')
+    const stream = await open(a, 'first-look', cleo)
+    await stream.waitFor((s) => s.presence.length >= 1, 2_000, 'the list at connect time')
+    assert.deepEqual(stream.presence[0]!.data.replace(/\s+/g, ' '), list.replace(/\s+/g, ' '), 'the first frame says what the page said')
+    // Another person loading the page sees Cleo and themself, sorted by name.
+    const ada = await person(a, 'Ada')
+    const other = await request(a.url).get('/chats/first-look').set('cookie', ada).expect(200)
+    assert.deepEqual(shown(/<div id="people"[\s\S]*?<\/div>/.exec(other.text)![0]).names, ['Ada', 'Cleo'])
+    stream.close()
+  })
+
   test('a second and third stream of the same person (on either node) add no name; closing all of them removes the name within 5 s', async () => {
     const [ada, bob] = await Promise.all([person(a, 'Ada'), person(a, 'Bob')])
     const adaStream = await open(a, 'tabs', ada)
