@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { HttpError } from '../http/errors.js'
+import { CHAT_ID_PATTERN } from '../chat/chat.js'
 import { chatIdParam, versionParam } from '../http/params.js'
 import { PerClient } from '../http/client-address.js'
 import { sessionFromCookieHeader } from '../http/session.js'
@@ -8,7 +9,7 @@ import { dataFrame, HubFullError, type Hub, type StreamFrames } from './hub.js'
 import type { Visits } from '../chat/visits.js'
 import type { Presence } from './presence.js'
 
-const EVENTS_PATH = /^\/chats\/([^/?]+)\/events(?:\?(.*))?$/
+const EVENTS_PATH = /^\/chats\/([^/?]+)\/events\/?(?:\?(.*))?$/
 
 /**
  * `GET /chats/:chatId/events` (and HEAD; other methods 405), served on plain node:http ahead of Express.
@@ -52,7 +53,14 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
     const client = clientOf(req)
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'A chat\'s event stream is read with GET (or HEAD for its headers).', { Allow: 'GET, HEAD' })
-      chatId = chatIdParam(decode(match[1]!))
+      const typed = decode(match[1]!)
+      // As for the chat page: a name typed with capitals means the same room (EventSource follows the redirect).
+      if (typed !== undefined && !CHAT_ID_PATTERN.test(typed) && CHAT_ID_PATTERN.test(typed.toLowerCase())) {
+        res.writeHead(301, { Location: `/chats/${typed.toLowerCase()}/events${match[2] === undefined ? '' : `?${match[2]}`}` })
+        res.end()
+        return true
+      }
+      chatId = chatIdParam(typed)
       const query = new URLSearchParams(match[2] ?? '')
       cursor = cursorOf(req, query)
       withPresence = ['1', 'true', 'yes'].includes(query.get('presence') ?? '')

@@ -97,7 +97,7 @@ describe('GET /chats/:chatId/events', () => {
     await request(node.url).get('/chats/tea/events').set('Last-Event-ID', 'abc').expect(400)
     await request(node.url).get('/chats/tea/events?after=-1').expect(400)
     await request(node.url).get('/chats/tea/events?after=1e3').expect(400)
-    await request(node.url).get('/chats/NOPE/events').expect(404)
+    await request(node.url).get('/chats/NO%20PE/events').expect(404)
   })
 
   test('a closed client is removed at once', async () => {

@@ -307,7 +307,7 @@ describe('methods on the event stream', () => {
   })
 
   test('HEAD refuses what GET refuses, with the same status', async () => {
-    assert.equal((await fetch(`${node.url}/chats/Not_A_Chat/events`, { method: 'HEAD' })).status, 404)
+    assert.equal((await fetch(`${node.url}/chats/-Not-A-Chat/events`, { method: 'HEAD' })).status, 404)
     assert.equal((await fetch(`${node.url}/chats/tea/events?after=x`, { method: 'HEAD' })).status, 400)
   })
 
@@ -359,6 +359,14 @@ describe('chat addresses typed with capitals', () => {
   test('the chat page redirects to the lowercase name, keeping the query', async () => {
     await request(node.url).get('/chats/Tea').expect(301).expect('location', '/chats/tea')
     await request(node.url).get('/chats/TEA_Time?at=3').expect(301).expect('location', '/chats/tea_time?at=3')
+  })
+
+  test('so does its event stream, and the stream takes a trailing slash as the page does', async () => {
+    await request(node.url).get('/chats/Tea/events?after=2').expect(301).expect('location', '/chats/tea/events?after=2')
+    await request(node.url).get('/chats/Tea/events').expect(301).expect('location', '/chats/tea/events')
+    const res = await request(node.url).head('/chats/tea/events/').expect(200)
+    assert.match(String(res.headers['content-type']), /^text\/event-stream/)
+    await request(node.url).get('/chats/Tea%20Time/events').expect(404)
   })
 
   test('a name that no case makes valid is still 404', async () => {
