@@ -293,12 +293,14 @@ describe('chatting in the browser', () => {
       await ada.page.locator('#connection[data-state="reconnecting"]').waitFor()
       await screenshot(ada.page, 'chat-reconnecting')
       for (let i = 0; i < 3; i++) await request(other.url).post('/chats/restart/messages').send({ content: `while down ${i}` }).expect(201)
+      // Down long enough for htmx's own backoff (1 s, 2 s, 4 s, 8 s, 16 s…) to reach gaps of 16 s.
+      await new Promise((resolve) => setTimeout(resolve, 17_000))
       node = await startTestNode({ databaseUrl: database.url, port })
     } finally {
       await other.close()
     }
-    // htmx backs off between attempts (0.5 s, 1 s, 2 s, 4 s… with jitter), so allow a few.
-    await ada.page.locator('#message-restart-4').waitFor({ state: 'attached', timeout: 30_000 })
+    // The page retries at most 4 s apart (with 30% jitter): back within seconds of the server, not at its next 16 s attempt.
+    await ada.page.locator('#message-restart-4').waitFor({ state: 'attached', timeout: 8_000 })
     await waitUntilLive(ada.page)
     assert.deepEqual(await messageIds(ada.page), [1, 2, 3, 4].map((v) => `message-restart-${v}`))
     // While the server is down the browser reports each failed attempt; those are the point of this test.
