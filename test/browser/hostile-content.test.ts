@@ -69,3 +69,32 @@ describe('a message of stacked combining marks', () => {
     assert.deepEqual(problems, [])
   })
 })
+
+describe('right-to-left text', () => {
+  test('a Hebrew or Arabic line reads right to left, its "!" on the left; an English line beside it reads left to right', async () => {
+    const chatId = 'bidi'
+    const { body } = await request(node.url).post(`/chats/${chatId}/messages`).send({ content: 'שלום עולם!\nhello world!' }).expect(201)
+    await waitForProjection(node, chatId, body.version)
+    const { page, problems } = await openPage(await newContext())
+    await page.goto(`${node.url}/chats/${chatId}`)
+    const content = page.locator(`#message-${chatId}-${body.version} .content`)
+    await content.waitFor()
+    // Where each line's first and last characters are drawn.
+    const [hebrewFirst, hebrewBang, englishFirst, englishBang] = (await page.evaluate(`(() => {
+      const text = document.querySelector('#message-${chatId}-${body.version} .content').firstChild
+      const source = text.textContent
+      const second = source.indexOf('\\n') + 1
+      return [0, second - 2, second, source.length - 1].map((offset) => {
+        const range = document.createRange()
+        range.setStart(text, offset)
+        range.setEnd(text, offset + 1)
+        return range.getBoundingClientRect().x
+      })
+    })()`)) as number[]
+    const edges = { hebrewFirst: hebrewFirst!, hebrewBang: hebrewBang!, englishFirst: englishFirst!, englishBang: englishBang! }
+    assert.ok(edges.hebrewBang < edges.hebrewFirst, `the Hebrew line's "!" is left of its first letter: ${JSON.stringify(edges)}`)
+    assert.ok(edges.englishBang > edges.englishFirst, `the English line's "!" is right of its first letter: ${JSON.stringify(edges)}`)
+    await screenshot(page, 'bidi-message')
+    assert.deepEqual(problems, [])
+  })
+})
