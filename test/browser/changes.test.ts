@@ -72,9 +72,9 @@ async function startEditing(who: ChatPage, chatId: string, messageId: number) {
 const focusedId = (page: Page) => page.evaluate('document.activeElement && document.activeElement.id')
 
 /** Every request a page makes from now on (method and path), for the test to look at. */
-function recordRequests(page: Page): Array<{ method: string; path: string }> {
-  const seen: Array<{ method: string; path: string }> = []
-  page.on('request', (req: Request) => seen.push({ method: req.method(), path: new URL(req.url()).pathname }))
+function recordRequests(page: Page): Array<{ method: string; path: string; query: string }> {
+  const seen: Array<{ method: string; path: string; query: string }> = []
+  page.on('request', (req: Request) => seen.push({ method: req.method(), path: new URL(req.url()).pathname, query: new URL(req.url()).search }))
   return seen
 }
 
@@ -181,6 +181,8 @@ describe('editing a message', () => {
       ['/chats/edit-keys/messages/1/edit', '/chats/edit-keys/messages/1', '/chats/edit-keys/messages/1/edit', '/chats/edit-keys/messages/1'],
       'the form, then the message as it is now, each time',
     )
+    // A draft thrown away stays in the browser: not in an address, where server and proxy logs would keep it.
+    assert.deepEqual(requests.filter((r) => r.path.startsWith('/chats/edit-keys/messages/') && r.query !== ''), [], 'no request carried the draft')
     assert.equal(await node.db.selectFrom('events').select('stream_version').where('stream_id', '=', streamIdOf('edit-keys')).execute().then((rows) => rows.length), 1, 'the log holds the message alone')
 
     // Shift+Enter: a new line in the text, not a save; Enter then saves both lines.
