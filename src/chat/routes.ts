@@ -204,7 +204,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
   router.get('/chats/:chatId/people', async (req, res) => {
     const chatId = chatIdFrom(req)
     const people = await presence.people(chatId)
-    if (wantsJson(req)) return void res.json({ chatId, ...people })
+    if (wantsJson(req)) return void res.json({ chatId, people: people.people.map(({ name, typing }) => ({ name, typing })), others: people.others })
     res.type('html').send(renderPeople({ chatId, ...people }))
   })
 

@@ -4,6 +4,8 @@ import type { DB } from '../db/database.js'
 
 /** One person in a chat, as everyone sees them. */
 export interface Person {
+  /** For a page's per-reader rules (as a one-way tag), never shown or sent as JSON. */
+  personId: string
   name: string
   typing: boolean
 }
@@ -243,7 +245,7 @@ export class Presence {
       // Here means an open stream on some node: a typing hint alone (a closed tab's last keystroke) names no one.
       if (row.streams <= 0) continue
       if (row.person_id.startsWith('anon:')) others++
-      else people.push({ name: row.name ?? 'someone', typing: Boolean(row.typing) })
+      else people.push({ personId: row.person_id, name: row.name ?? 'someone', typing: Boolean(row.typing) })
     }
     people.sort((a, b) => a.name.localeCompare(b.name) || Number(a.typing) - Number(b.typing))
     return { people, others }

@@ -131,7 +131,9 @@ describe('who is here and who is typing, in the browser', () => {
     report('browser: Bob starts typing on node B → "Bob is typing…" on Ada\'s page on node A', shown)
     await typed
     assert.ok(performance.now() - started > 2_500, 'premise: Bob typed for longer than the 2 s throttle')
-    assert.equal(await typingLine(bob.page), 'Bob is typing…', 'Bob sees the line too: one list for everyone')
+    // One list for everyone, but Bob's page does not tell Bob that he is typing.
+    assert.equal(await bob.page.locator('#people .typing').textContent(), 'Bob is typing…', 'the same frame on his page')
+    assert.equal(await typingLine(bob.page), '', 'hidden there by his page\'s own rule')
     assert.ok(bob.hints.length >= 2 && bob.hints.length <= 3, `the throttle sent a hint at most every 2 s (${bob.hints.length} hints)`)
     const composerId = await bob.page.inputValue('#composer [name=commandId]')
     assert.ok(bob.hintComposers.every((id) => id === composerId), `every hint names the composer it came from (${composerId}): ${JSON.stringify(bob.hintComposers)}`)
