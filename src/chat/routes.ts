@@ -61,13 +61,18 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
     if (Array.isArray(req.query.q) || Array.isArray(req.query.chat)) throw new HttpError(400, 'Give q and chat once each.')
     // Control characters go as they do from messages (PostgreSQL refuses a NUL in text outright).
     const query = typeof req.query.q === 'string' ? normalizeContent(req.query.q) : ''
-    if (query.length > MAX_QUERY_LENGTH) throw new HttpError(422, `A search is at most ${MAX_QUERY_LENGTH} characters.`)
     const chat = typeof req.query.chat === 'string' && req.query.chat !== '' ? chatIdParam(req.query.chat) : undefined
+    if (query.length > MAX_QUERY_LENGTH) {
+      const error = `A search is at most ${MAX_QUERY_LENGTH} characters; this one has ${query.length}.`
+      if (wantsJson(req)) throw new HttpError(422, error)
+      // The form comes back with the words as typed and the reason, like the composer.
+      return res.status(422).render('search', { title: 'Search', query, chat, results: [], error })
+    }
     const results = query === '' ? [] : await search(db, query, { chatId: chat })
     if (wantsJson(req)) {
       return void res.json({ query, results: results.map((r) => ({ chatId: r.chatId, messageId: r.messageId, sender: r.sender, snippet: r.snippet, sentAt: r.sentAt.toISOString() })) })
     }
-    res.render('search', { title: query ? `“${query}” · search` : 'Search', query, chat, results })
+    res.render('search', { title: query ? `“${query}” · search` : 'Search', query, chat, results, error: undefined })
   })
 
   router.post('/session', async (req, res) => {

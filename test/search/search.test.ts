@@ -416,6 +416,12 @@ describe('searching what people can see now', () => {
     }
     await request(node.url).get('/search').query({ q: 'x'.repeat(201) }).set('accept', 'application/json').expect(422)
     await request(node.url).get('/search').query({ q: 'x'.repeat(200) }).set('accept', 'application/json').expect(200)
+    // A page gets its search form back with the words and the reason, not an error page.
+    const page = await request(node.url).get('/search').query({ q: `${'y'.repeat(200)}<b>`, chat: 'syntax' }).expect(422)
+    assert.match(page.text, /<form class="search-box"/)
+    assert.ok(page.text.includes(`value="${'y'.repeat(200)}&lt;b&gt;"`), 'the words as typed, escaped')
+    assert.match(page.text, /role="alert">A search is at most 200 characters; this one has 203\./)
+    assert.match(page.text, /name="chat" value="syntax"/)
   })
 
   test('the JSON answer is {query, results: [{chatId, messageId, sender, snippet, sentAt}]}', async () => {
