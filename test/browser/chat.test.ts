@@ -291,6 +291,8 @@ describe('chatting in the browser', () => {
     try {
       await node.stop()
       await ada.page.locator('#connection[data-state="reconnecting"]').waitFor()
+      // The composer says why a post now gets no answer, and that the text stays.
+      assert.ok(await ada.page.locator('#composer .offline-note').isVisible(), 'the composer says it is not connected')
       await screenshot(ada.page, 'chat-reconnecting')
       for (let i = 0; i < 3; i++) await request(other.url).post('/chats/restart/messages').send({ content: `while down ${i}` }).expect(201)
       // Down long enough for htmx's own backoff (1 s, 2 s, 4 s, 8 s, 16 s…) to reach gaps of 16 s.
@@ -302,6 +304,7 @@ describe('chatting in the browser', () => {
     // The page retries at most 4 s apart (with 30% jitter): back within seconds of the server, not at its next 16 s attempt.
     await ada.page.locator('#message-restart-4').waitFor({ state: 'attached', timeout: 8_000 })
     await waitUntilLive(ada.page)
+    assert.equal(await ada.page.locator('#composer .offline-note').isVisible(), false, 'and stops saying so once live')
     assert.deepEqual(await messageIds(ada.page), [1, 2, 3, 4].map((v) => `message-restart-${v}`))
     // While the server is down the browser reports each failed attempt; those are the point of this test.
     assert.deepEqual(ada.problems.filter((line) => !/Failed to load resource|ERR_CONNECTION_REFUSED|status of 503|Failed to fetch/.test(line)), [])
