@@ -291,7 +291,7 @@ export function withKnownMessages(state: Chat, known: ReadonlyMap<number, Messag
 export function messageFacts(events: ChatEvent[]): MessageFacts | null {
   const [sent, ...changes] = events
   if (sent?.type !== 'MessageSent') return null
-  return changes.reduce(applyToFacts, { authorId: sent.data.authorId, contentDigest: digestOf(sent.data.content), retracted: false, reactions: new Set<string>() })
+  return changes.reduce<MessageFacts>((facts, event) => applyToFacts(facts, event), { authorId: sent.data.authorId, contentDigest: digestOf(sent.data.content), retracted: false, reactions: new Set<string>() })
 }
 
 /**
@@ -456,7 +456,7 @@ function withMessageFacts(messages: Chat['messages'], version: number, event: Ch
   const id = messageIdOf(event, version)
   if (event.type === 'MessageSent') return messages.set(id, { authorId: event.data.authorId, contentDigest: digest ?? digestOf(event.data.content), retracted: false, reactions: new Set() })
   const known = messages.get(id)
-  return known ? messages.set(id, applyToFacts(known, event)) : messages
+  return known ? messages.set(id, applyToFacts(known, event, digest)) : messages
 }
 
 /**
@@ -475,12 +475,12 @@ function digestOf(content: string): string {
   return createHash('sha256').update(content).digest('base64url')
 }
 
-function applyToFacts(facts: MessageFacts, event: ChatEvent): MessageFacts {
+function applyToFacts(facts: MessageFacts, event: ChatEvent, digest?: string): MessageFacts {
   switch (event.type) {
     case 'MessageSent':
       return facts
     case 'MessageEdited':
-      return { ...facts, contentDigest: digestOf(event.data.content) }
+      return { ...facts, contentDigest: digest ?? digestOf(event.data.content) }
     case 'MessageRetracted':
       return { ...facts, retracted: true, contentDigest: digestOf('') }
     case 'ReactionAdded':

@@ -5,7 +5,7 @@ import type { DB } from '../db/database.js'
 import { readMessageEvents, readVersions } from '../event-store/event-store.js'
 import { RateBuckets } from '../http/rate-buckets.js'
 import { HttpError, wantsJson } from '../http/errors.js'
-import { chatIdParam, messageIdParam, versionParam } from '../http/params.js'
+import { chatIdParam, lowercaseRoom, messageIdParam, versionParam } from '../http/params.js'
 import { parseName, setSession } from '../http/session.js'
 import { escapeHtml, partialRenderer, type MessageRenderer } from '../http/views.js'
 import { CHAT_ID_PATTERN, CommandIdReused, normalizeContent, reactionOf, Rejection, type ChatCommand } from './chat.js'
@@ -95,11 +95,11 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
   })
 
   router.get('/chats/:chatId', async (req, res) => {
-    const typed = String(req.params.chatId)
-    // Chat names are lowercase; an address typed with capitals (a link someone wrote out) means the same room.
-    if (!CHAT_ID_PATTERN.test(typed) && CHAT_ID_PATTERN.test(typed.toLowerCase())) {
+    // Chat names are lowercase; an address typed with capitals means the same room.
+    const room = lowercaseRoom(String(req.params.chatId))
+    if (room !== undefined) {
       const query = req.originalUrl.indexOf('?')
-      return res.redirect(301, `/chats/${typed.toLowerCase()}${query < 0 ? '' : req.originalUrl.slice(query)}`)
+      return res.redirect(301, `/chats/${room}${query < 0 ? '' : req.originalUrl.slice(query)}`)
     }
     const chatId = chatIdFrom(req)
     const at = versionParam(req.query.at, 'at')

@@ -9,6 +9,16 @@ export function chatIdParam(value: string | undefined): string {
   return value
 }
 
+/**
+ * The room a chat name typed with capitals means (a link someone wrote out):
+ * its lowercase form, when only that is valid; undefined otherwise.
+ */
+export function lowercaseRoom(typed: string | undefined): string | undefined {
+  if (typed === undefined || CHAT_ID_PATTERN.test(typed)) return undefined
+  const lower = typed.toLowerCase()
+  return CHAT_ID_PATTERN.test(lower) ? lower : undefined
+}
+
 /** A message version from a query parameter or header: undefined when absent, 400 when malformed (or repeated). */
 export function versionParam(value: unknown, name: string): number | undefined {
   if (value === undefined || value === '') return undefined

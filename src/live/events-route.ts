@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { HttpError } from '../http/errors.js'
-import { CHAT_ID_PATTERN } from '../chat/chat.js'
-import { chatIdParam, versionParam } from '../http/params.js'
+import { chatIdParam, lowercaseRoom, versionParam } from '../http/params.js'
 import { PerClient } from '../http/client-address.js'
 import { sessionFromCookieHeader } from '../http/session.js'
 import { partialRenderer } from '../http/views.js'
@@ -55,8 +54,9 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'A chat\'s event stream is read with GET (or HEAD for its headers).', { Allow: 'GET, HEAD' })
       const typed = decode(match[1]!)
       // As for the chat page: a name typed with capitals means the same room (EventSource follows the redirect).
-      if (typed !== undefined && !CHAT_ID_PATTERN.test(typed) && CHAT_ID_PATTERN.test(typed.toLowerCase())) {
-        res.writeHead(301, { Location: `/chats/${typed.toLowerCase()}/events${match[2] === undefined ? '' : `?${match[2]}`}` })
+      const room = lowercaseRoom(typed)
+      if (room !== undefined) {
+        res.writeHead(301, { Location: `/chats/${room}/events${match[2] === undefined ? '' : `?${match[2]}`}` })
         res.end()
         return true
       }
