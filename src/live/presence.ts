@@ -215,11 +215,11 @@ export class Presence {
     for (const chatId of chatIds === 'all' ? this.watched.keys() : chatIds) this.refresh(chatId)
   }
 
-  /** Who is in a chat now, from every live node. */
   /**
-   * `reader`: someone about to open a stream here (the chat page being
-   * rendered for them), counted as here already: the list their page starts
-   * with is the one their stream's first frame brings.
+   * Who is in a chat now, from every live node. `reader`: someone about to
+   * open a stream here (the chat page being rendered for them), counted as
+   * here already: the list their page starts with is the one their stream's
+   * first frame brings.
    */
   async people(chatId: string, reader?: { personId: string; name: string }): Promise<People> {
     const { rows } = await sql<{ person_id: string; name: string | null; streams: number; typing: boolean }>`
