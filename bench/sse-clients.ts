@@ -42,6 +42,9 @@ interface Stream {
 }
 const streams = new Set<Stream>()
 let counting = false
+/** The slowest delivery of the posts sent in each MOMENT_MS, by send time: when the slow ones were sent, not only how slow. */
+const MOMENT_MS = 250
+let slowest = new Map<number, number>()
 /** The size of the last stamped frame: a baseline writes frames of the same size. */
 let frameBytes = 0
 
@@ -66,6 +69,8 @@ function onEvent(text: string, at: number, chatId: string, stream: Stream): void
   if (!match) return
   const stamp = Number(match[1])
   latencies.push(at - stamp)
+  const moment = Math.floor(stamp / MOMENT_MS)
+  slowest.set(moment, Math.max(slowest.get(moment) ?? 0, at - stamp))
   frameBytes = Buffer.byteLength(text) + 2
   const key = `${stamp}`
   let delivery = deliveries.get(key)
@@ -161,6 +166,7 @@ serveParent(
       const sorted = latencies.sorted()
       latencies = new Samples()
       deliveries.clear()
+      slowest = new Map()
       return { count: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted[sorted.length - 1] ?? NaN }
     },
     /** Starts (or stops) recording every frame's arrival by chat and id, from empty. */
@@ -195,7 +201,9 @@ serveParent(
       const sorted = latencies.sorted()
       latencies = new Samples()
       deliveries.clear()
-      return { samples: Array.from(sorted), frameBytes }
+      const moments = [...slowest].map(([moment, ms]) => [moment * MOMENT_MS, ms])
+      slowest = new Map()
+      return { samples: Array.from(sorted), frameBytes, moments }
     },
     /** Starts (or stops) counting every stream's frames by id, from empty. */
     count(message) {

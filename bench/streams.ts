@@ -126,6 +126,8 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
     console.log(`    ${label}: ${fmt(connected)} streams open in ${fmt(openSeconds, 1)} s`)
 
     const post = posts(chatIds, cookies)
+    // How long the measured run's posts took to be answered: a slow commit, told apart from a slow fan-out.
+    const answerTimes: number[] = []
     const loop = (rate: number, seconds: number, answered?: (chatId: string, version: number) => void) =>
       openLoop(origin, {
         rate,
@@ -133,14 +135,19 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
         connections: POST_CONNECTIONS,
         next: post,
         readBody: Boolean(answered),
-        answered: (spec, status, _ms, body) => {
-          if (answered && status === 201) answered(spec.chatId, (JSON.parse(body!) as { version: number }).version)
+        answered: (spec, status, answerMs, body) => {
+          if (answered && status === 201) {
+            answered(spec.chatId, (JSON.parse(body!) as { version: number }).version)
+            answerTimes.push(answerMs)
+          }
         },
       })
     const samples = async () => {
-      const answers = await Promise.all(clients.map((client) => client.ask<{ samples: number[]; frameBytes: number }>({ type: 'latencySamples' })))
+      const answers = await Promise.all(clients.map((client) => client.ask<{ samples: number[]; frameBytes: number; moments: [number, number][] }>({ type: 'latencySamples' })))
       const all = Float64Array.from(answers.flatMap((answer) => answer.samples)).sort()
-      return { count: all.length, p50: percentile(all, 50), p99: percentile(all, 99), max: all[all.length - 1] ?? NaN, frameBytes: Math.max(...answers.map((answer) => answer.frameBytes)) }
+      const moments = new Map<number, number>()
+      for (const [at, slowest] of answers.flatMap((answer) => answer.moments)) moments.set(at, Math.max(moments.get(at) ?? 0, slowest))
+      return { count: all.length, p50: percentile(all, 50), p99: percentile(all, 99), max: all[all.length - 1] ?? NaN, frameBytes: Math.max(...answers.map((answer) => answer.frameBytes)), moments }
     }
 
     await loop(sizes.rate, sizes.warmupSeconds)
@@ -149,6 +156,7 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
     await Promise.all(clients.map((client) => client.ask({ type: 'count', on: true })))
     const expected: Record<string, number[]> = {}
     const cpu0 = await cpuMs()
+    const startedAt = nowMs()
     const started = performance.now()
     const sent = await loop(sizes.rate, sizes.seconds, (chatId, version) => (expected[chatId] ??= []).push(version))
     const drainedMs = performance.now() - started - sizes.seconds * 1000
@@ -174,7 +182,13 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
     }
     await Promise.all(clients.map((client) => client.ask({ type: 'count', on: false })))
     const latency = await samples()
-    console.log(`    ${label}: ${fmt(sent.sent)} posts at ${sizes.rate}/s (${fmt(accepted)} accepted), ${fmt(exactness.deliveries)} deliveries, lost ${fmt(exactness.lost)}, duplicated ${fmt(exactness.duplicated)}; POST → frame p50 ${ms(latency.p50)}, p99 ${ms(latency.p99)}, max ${ms(latency.max)}; frames of ${fmt(latency.frameBytes)} bytes; CPU per post ${fmt(cpuPerPostMs, 2)} ms`)
+    const answers = Float64Array.from(answerTimes).sort()
+    if (latency.p99 > P99_TARGET_MS) {
+      // When the slow ones were sent tells a pause (a few moments) from a node that cannot keep up (all of them).
+      const worst = [...latency.moments].sort((a, b) => b[1] - a[1]).slice(0, 6)
+      notes.push(`P7 ${label}: the slowest moments of the run (posts sent in a quarter second, seconds after its start: slowest delivery): ${worst.map(([at, slowest]) => `+${fmt((at - startedAt) / 1000, 2)} s: ${ms(slowest)}`).join(', ')}`)
+    }
+    console.log(`    ${label}: ${fmt(sent.sent)} posts at ${sizes.rate}/s (${fmt(accepted)} accepted), ${fmt(exactness.deliveries)} deliveries, lost ${fmt(exactness.lost)}, duplicated ${fmt(exactness.duplicated)}; POST answered p50 ${ms(percentile(answers, 50))}, p99 ${ms(percentile(answers, 99))}; POST → frame p50 ${ms(latency.p50)}, p99 ${ms(latency.p99)}, max ${ms(latency.max)}; frames of ${fmt(latency.frameBytes)} bytes; CPU per post ${fmt(cpuPerPostMs, 2)} ms`)
 
     const sweep: { rate: number; p99: number }[] = []
     let highest = 0
