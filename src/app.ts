@@ -14,6 +14,7 @@ import { chatRoutes } from './chat/routes.js'
 import type { TrustProxy } from './config.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
+import { formBody } from './http/form-body.js'
 import { methodNotAllowed } from './http/methods.js'
 import { session } from './http/session.js'
 import { renderView, VIEWS_DIR, type MessageRenderer } from './http/views.js'
@@ -165,7 +166,7 @@ export function createApp(deps: AppDeps): express.Express {
     )
   }
   app.use(express.json({ limit: BODY_LIMIT }))
-  app.use(express.urlencoded({ limit: BODY_LIMIT, extended: false }))
+  app.use(formBody(BODY_LIMIT))
 
   if (ops) app.use(dashboardRoutes(ops))
   app.use(chatRoutes({ db: deps.db, chats: deps.chats, visits: deps.visits, presence: deps.presence, newChatsPerMinutePerAddress: deps.newChatsPerMinutePerAddress ?? 0, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))

@@ -71,6 +71,33 @@ describe('every message the rules allow fits in a request body, in any script', 
   })
 })
 
+describe('form bodies decode as browsers encode them (the URL Standard, as URLSearchParams does)', () => {
+  const cases: [string, string, string][] = [
+    ['bytes that are not UTF-8 become U+FFFD, as in a JSON body', 'tea%FF%FEtime', 'tea\ufffd\ufffdtime'],
+    ['a field with a stray percent sign still decodes the rest', '50%+off+%E2%9C%93', '50% off ✓'],
+    ['a percent sign with no hex digits after it stays as typed', '100%25+and+100%', '100% and 100%'],
+    ['raw UTF-8 bytes, unencoded (curl -d)', 'caf\u00e9+au+lait', 'café au lait'],
+  ]
+  for (const [what, field, stored] of cases) {
+    test(`${what}`, async () => {
+      const chatId = `form-decoding-${cases.findIndex(([name]) => name === what)}`
+      const res = await request(node.url).post(`/chats/${chatId}/messages`).set('accept', 'application/json').type('form').send(`content=${field}`)
+      assert.equal(res.status, 201, res.text.slice(0, 200))
+      assert.equal(await storedContent(chatId, res.body.version), stored)
+    })
+  }
+
+  test('a field given twice is refused (400), and a field named __proto__ is only a field', async () => {
+    const before = await eventCount()
+    const twice = await request(node.url).post('/chats/form-fields/messages').set('accept', 'application/json').type('form').send('content=a&content=b')
+    assert.equal(twice.status, 400)
+    assert.match(twice.body.error, /content/)
+    const proto = await request(node.url).post('/chats/form-fields/messages').set('accept', 'application/json').type('form').send('__proto__=x&content=hello')
+    assert.equal(proto.status, 201)
+    assert.equal(await eventCount(), before + 1)
+  })
+})
+
 describe('display names that would break or hide things are refused with 422, never 500', () => {
   const refused: [string, string][] = [
     ['a lone high surrogate', 'tea\ud800time'],
