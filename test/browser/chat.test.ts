@@ -9,9 +9,8 @@ import { freshDatabase, type TestDatabase } from '../support/database.js'
 import { startTestNode, waitForProjection, type TestNode } from '../support/node.js'
 
 /*
- * The chat in real Chromium against a real app node and PostgreSQL. The
- * pages run htmx 4, its shipped extensions and public/upsert.js (htmx's
- * upsert swap, morphing what is already on the page).
+ * The chat in real Chromium against a real app node and PostgreSQL. No custom
+ * JavaScript runs in these pages: only htmx 4 and its shipped extensions.
  */
 
 let database: TestDatabase
