@@ -87,6 +87,12 @@ describe('form bodies decode as browsers encode them (the URL Standard, as URLSe
     })
   }
 
+  test('a form that says it is ISO-8859-1 decodes as ISO-8859-1', async () => {
+    const res = await request(node.url).post('/chats/form-latin1/messages').set('accept', 'application/json').set('content-type', 'application/x-www-form-urlencoded; charset=iso-8859-1').send('content=caf%E9+cr%E8me')
+    assert.equal(res.status, 201, res.text.slice(0, 200))
+    assert.equal(await storedContent('form-latin1', res.body.version), 'café crème')
+  })
+
   test('a field given twice is refused (400), and a field named __proto__ is only a field', async () => {
     const before = await eventCount()
     const twice = await request(node.url).post('/chats/form-fields/messages').set('accept', 'application/json').type('form').send('content=a&content=b')
