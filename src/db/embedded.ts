@@ -100,7 +100,7 @@ async function startOrReuse({ bin, pgdata, logFile, runAs, port, database, log }
  * others wait, then find the server running and reuse it. A lock left by a
  * process that died is taken over.
  */
-async function withStartLock<T>(dataDir: string, work: () => Promise<T>): Promise<T> {
+export async function withStartLock<T>(dataDir: string, work: () => Promise<T>): Promise<T> {
   const release = await startLock(dataDir)
   try {
     return await work()
@@ -121,12 +121,43 @@ async function startLock(dataDir: string): Promise<() => Promise<void>> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
     }
-    const holder = Number(await readFile(path, 'utf8').catch(() => ''))
-    // A holder that died; or none named after seconds (a process that died between creating the file and writing its pid).
-    const unnamedFor = holder > 0 ? 0 : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now())
-    if ((holder > 0 && !isAlive(holder)) || unnamedFor > 5_000) await rm(path, { force: true })
+    const { holder, stale } = await lockHolder(path)
+    if (stale) await takeOver(path)
     else if (Date.now() > deadline) throw new Error(`another process (pid ${holder || 'unknown'}) has been starting the embedded server in ${dataDir} for two minutes; if none is, remove ${path}`)
     else await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/** Who holds the lock, and whether it is stale: its holder died, or none was named for seconds (one died between creating the file and writing its pid). */
+async function lockHolder(path: string): Promise<{ holder: number; stale: boolean }> {
+  const holder = Number(await readFile(path, 'utf8').catch(() => ''))
+  if (holder > 0) return { holder, stale: !isAlive(holder) }
+  const since = (await stat(path).catch(() => undefined))?.mtimeMs
+  return { holder, stale: since !== undefined && Date.now() - since > 5_000 }
+}
+
+/**
+ * Removes a stale lock, one process at a time, looking again under that
+ * guard. Two starts that both saw the dead holder would otherwise both
+ * remove "its" lock, and the second would remove the one the first had
+ * just taken: both would go on to initialise and start the server.
+ */
+async function takeOver(path: string): Promise<void> {
+  const guard = `${path}.takeover`
+  try {
+    await (await open(guard, 'wx')).close()
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    // Another start is taking over; a guard whose process died in those few moments is cleared after seconds.
+    const since = (await stat(guard).catch(() => undefined))?.mtimeMs
+    if (since !== undefined && Date.now() - since > 5_000) await rm(guard, { force: true })
+    else await new Promise((resolve) => setTimeout(resolve, 10))
+    return
+  }
+  try {
+    if ((await lockHolder(path)).stale) await rm(path, { force: true })
+  } finally {
+    await rm(guard, { force: true })
   }
 }
 
