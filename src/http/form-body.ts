@@ -14,7 +14,13 @@ import express, { type RequestHandler } from 'express'
 export function formBody(limit: number): RequestHandler[] {
   const raw = new WeakMap<IncomingMessage, Buffer>()
   // A body that says it is ISO-8859-1 (the only other charset body-parser takes) is qs's to decode, byte for byte.
-  const read = express.urlencoded({ limit, extended: false, verify: (req, _res, bytes, encoding) => void (encoding === 'utf-8' && raw.set(req, bytes)) })
+  const read = express.urlencoded({
+    limit,
+    extended: false,
+    verify: (req, _res, bytes, encoding) => {
+      if (encoding === 'utf-8') raw.set(req, bytes)
+    },
+  })
   const decode: RequestHandler = (req, _res, next) => {
     const bytes = raw.get(req)
     if (bytes) req.body = fieldsOf(bytes)
