@@ -129,7 +129,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
         }),
     ),
   ]
-  const wakeProjectors = (appended = false) => projectors.forEach((each) => each.wake(appended))
+  const wakeProjectors = () => projectors.forEach((each) => each.wake())
   const visits = new Visits({ db, onError: (error) => log('warn', 'visits', error) })
   const notifyEvents = new CoalescedNotify(pool, EVENTS_CHANNEL, (error) => log('warn', 'events notify', error), 10)
   const chats = chatHandler({
@@ -147,7 +147,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
         if (message) sent.push({ version: event.version, message })
       }
       hub.offer(sent)
-      wakeProjectors(true)
+      wakeProjectors()
       notifyEvents.hint()
     },
     onOutcome: metrics.commandOutcome,

@@ -1,7 +1,8 @@
 import { sql } from 'kysely'
+import { prepared } from '../db/connect.js'
 import type { DB } from '../db/database.js'
 import { toStoredEvent, type EventRecord, type StoredEvent, type Tx } from '../event-store/event-store.js'
-import { committedAfter, type Projection } from '../projector/projector.js'
+import { committedAfter, type Claim, type Projection } from '../projector/projector.js'
 import { REACTIONS, type ChatEvent, type Emoji } from './chat.js'
 import { toChatEvent } from './chat-commands.js'
 
@@ -123,18 +124,19 @@ interface BatchEvent extends StoredEvent {
 export const messagesProjection: Projection = {
   name: 'messages',
 
-  async project(tx, after, limit) {
-    const { rows } = await sql<EventRecord & { transaction_id: string; global_position: number | string }>`
+  async project(db, after, limit, claim) {
+    const { rows } = await sql<EventRecord & { transaction_id: string; global_position: number | string }>`${prepared}
       select transaction_id::text, global_position, stream_id, stream_version, event_id, event_type, data, metadata, recorded_at
       from (${committedAfter(after, limit)}) as batch
-    `.execute(tx)
+    `.execute(db)
     const events: BatchEvent[] = rows.map((row) => ({ ...toStoredEvent(row), transactionId: row.transaction_id, globalPosition: Number(row.global_position) }))
     const last = events.at(-1)
     const heads = new Map<string, number>()
-    if (!last) return { count: 0, heads }
+    if (!last) return { count: 0, heads, claimed: true }
 
     const chatEvents = events.filter((event) => event.streamId.startsWith(CHAT_STREAM_PREFIX))
-    const messages = await touchedMessages(tx, chatEvents)
+    // Read outside any lock: were these rows changed since, another batch claimed the checkpoint first, and this one writes nothing.
+    const messages = await touchedMessages(db, chatEvents)
     const changes: { chatId: string; version: number; messageId: number }[] = []
     const chats = new Map<string, ChatDelta>()
     for (const stored of chatEvents) {
@@ -162,8 +164,9 @@ export const messagesProjection: Projection = {
       message.changedVersion = stored.version
       changes.push({ chatId, version: stored.version, messageId })
     }
-    await write(tx, [...messages.values()].filter((message) => message.changedVersion > 0), changes, [...chats.values()], notificationPayloads([...heads].map(([chatId, version]) => ({ chatId, version }))))
-    return { count: events.length, last: { txid: last.transactionId, gp: last.globalPosition }, heads }
+    const to = { txid: last.transactionId, gp: last.globalPosition }
+    const claimed = await write(db, claim(to), [...messages.values()].filter((message) => message.changedVersion > 0), changes, [...chats.values()], notificationPayloads([...heads].map(([chatId, version]) => ({ chatId, version }))))
+    return { count: events.length, last: to, heads, claimed }
   },
 
   async reset(tx: Tx) {
@@ -192,7 +195,7 @@ const messageKey = (chatId: string, messageId: number) => `${chatId} ${messageId
  * changedVersion 0 until an event of the batch changes them, so untouched
  * rows are not written back.
  */
-async function touchedMessages(tx: Tx, events: BatchEvent[]): Promise<Map<string, Message>> {
+async function touchedMessages(db: DB, events: BatchEvent[]): Promise<Map<string, Message>> {
   const sentHere = new Set<string>()
   const wanted = new Map<string, { chatId: string; messageId: number }>()
   for (const event of events) {
@@ -210,15 +213,16 @@ async function touchedMessages(tx: Tx, events: BatchEvent[]): Promise<Map<string
   const { rows } = await sql<MessageRecord>`
     select m.* from unnest(${list.map((w) => w.chatId)}::text[], ${list.map((w) => w.messageId)}::bigint[]) as w(chat_id, message_id)
     join messages m on m.chat_id = w.chat_id and m.message_id = w.message_id
-  `.execute(tx)
+  `.execute(db)
   for (const row of rows) found.set(messageKey(row.chat_id, Number(row.message_id)), { ...fromRow(row), changedVersion: 0 })
   return found
 }
 
-/** Every write of a batch, and its notifications, in one statement. */
-async function write(tx: Tx, messages: Message[], changes: { chatId: string; version: number; messageId: number }[], chats: ChatDelta[], payloads: string[]): Promise<void> {
-  await sql`
-    with upserted as (
+/** Every write of a batch, its notifications and the checkpoint's move, in one statement, all of it only if the claim held. */
+async function write(db: DB, claim: ReturnType<Claim>, messages: Message[], changes: { chatId: string; version: number; messageId: number }[], chats: ChatDelta[], payloads: string[]): Promise<boolean> {
+  const { rows } = await sql<{ claimed: string }>`${prepared}
+    with ${claim},
+    upserted as (
       insert into messages (chat_id, message_id, event_id, author_id, sender, content, sent_at, edited_at, retracted_at, reactions, changed_version)
       select * from unnest(
         ${messages.map((m) => m.chatId)}::text[], ${messages.map((m) => m.messageId)}::bigint[], ${messages.map((m) => m.eventId)}::uuid[],
@@ -227,6 +231,7 @@ async function write(tx: Tx, messages: Message[], changes: { chatId: string; ver
         ${messages.map((m) => m.retractedAt?.toISOString() ?? null)}::timestamptz[], ${messages.map((m) => JSON.stringify(m.reactions))}::jsonb[],
         ${messages.map((m) => m.changedVersion)}::bigint[]
       )
+      where exists (select from claimed)
       on conflict (chat_id, message_id) do update set
         event_id = excluded.event_id, author_id = excluded.author_id, sender = excluded.sender, content = excluded.content,
         sent_at = excluded.sent_at, edited_at = excluded.edited_at, retracted_at = excluded.retracted_at,
@@ -236,6 +241,7 @@ async function write(tx: Tx, messages: Message[], changes: { chatId: string; ver
     changed as (
       insert into chat_changes (chat_id, version, message_id)
       select * from unnest(${changes.map((c) => c.chatId)}::text[], ${changes.map((c) => c.version)}::bigint[], ${changes.map((c) => c.messageId)}::bigint[])
+      where exists (select from claimed)
       on conflict (chat_id, version) do update set message_id = excluded.message_id
       returning 1
     ),
@@ -246,6 +252,7 @@ async function write(tx: Tx, messages: Message[], changes: { chatId: string; ver
       from unnest(${chats.map((c) => c.chatId)}::text[], ${chats.map((c) => c.version)}::bigint[], ${chats.map((c) => c.messageDelta)}::bigint[],
                   ${chats.map((c) => c.lastSender)}::text[], ${chats.map((c) => c.lastSentAt.toISOString())}::timestamptz[], ${chats.map((c) => c.firstVersion)}::bigint[])
         as c(chat_id, version, delta, sender, sent_at, first_version)
+      where exists (select from claimed)
       on conflict (chat_id) do update set
         version = excluded.version,
         message_count = chats.message_count + excluded.message_count,
@@ -255,9 +262,11 @@ async function write(tx: Tx, messages: Message[], changes: { chatId: string; ver
         where chats.version < excluded.version
       returning 1
     )
-    select (select count(*) from upserted) + (select count(*) from changed) + (select count(*) from moved) as written,
-           (select count(*) from (select pg_notify(${MESSAGES_CHANNEL}, payload) from unnest(${payloads}::text[]) as payload) as sent) as notified
-  `.execute(tx)
+    select (select count(*) from claimed) as claimed,
+           (select count(*) from upserted) + (select count(*) from changed) + (select count(*) from moved) as written,
+           (select count(*) from (select pg_notify(${MESSAGES_CHANNEL}, payload) from unnest(${payloads}::text[]) as payload where exists (select from claimed)) as sent) as notified
+  `.execute(db)
+  return Number(rows[0]!.claimed) === 1
 }
 
 /** `{"chatId": highestVersion, ...}`, split so that each stays under the NOTIFY limit. */

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { sql, type Transaction } from 'kysely'
 import type { Database, DB } from '../db/database.js'
+import { prepared } from '../db/connect.js'
 
 export type Tx = Transaction<Database>
 
@@ -162,7 +163,7 @@ export async function readMessageEvents(db: Tx | DB, streamId: string, messageId
 export async function append(db: Tx | DB, appends: StreamAppend[]): Promise<{ stored: StoredEvent[] } | { moved: Map<string, number> }> {
   if (appends.length === 0) return { stored: [] }
   const stored = toStore(appends)
-  const { rows } = await sql<{ moved_stream_id: string; current_version: number }>`
+  const { rows } = await sql<{ moved_stream_id: string; current_version: number }>`${prepared}
     select * from append_events(
       ${appends.map((a) => a.streamId)}::text[],
       ${appends.map((a) => a.streamType)}::text[],

@@ -1,10 +1,11 @@
 import { sql } from 'kysely'
+import { prepared } from '../db/connect.js'
 import type { DB } from '../db/database.js'
 import type { Tx } from '../event-store/event-store.js'
 import { toChatEvent } from '../chat/chat-commands.js'
 import type { ChatEvent } from '../chat/chat.js'
 import { escapeHtml } from '../http/views.js'
-import { committedAfter, type Projection } from '../projector/projector.js'
+import { committedAfter, type Claim, type Projection } from '../projector/projector.js'
 
 /** A message found by a search, with its best passage highlighted (HTML: escaped text and <mark>). */
 export interface SearchResult {
@@ -58,14 +59,14 @@ const CHAT_STREAM_PREFIX = 'chat-'
 export const searchProjection: Projection = {
   name: 'search',
 
-  async project(tx, after, limit) {
+  async project(db, after, limit, claim) {
     // The index is made of event data alone: metadata would only be parsed and dropped.
-    const { rows } = await sql<{ transaction_id: string; global_position: number; stream_id: string; stream_version: number; event_type: string; data: Record<string, unknown> }>`
+    const { rows } = await sql<{ transaction_id: string; global_position: number; stream_id: string; stream_version: number; event_type: string; data: Record<string, unknown> }>`${prepared}
       select transaction_id::text, global_position, stream_id, stream_version, event_type, data
       from (${committedAfter(after, limit)}) as batch
-    `.execute(tx)
+    `.execute(db)
     const last = rows.at(-1)
-    if (!last) return { count: 0, heads: new Map() }
+    if (!last) return { count: 0, heads: new Map(), claimed: true }
     const entries = new Map<string, Entry>()
     for (const row of rows) {
       if (!row.stream_id.startsWith(CHAT_STREAM_PREFIX)) continue
@@ -77,8 +78,9 @@ export const searchProjection: Projection = {
       entries.set(key, entry)
       ;(INDEX[event.type] as (entry: Entry, event: ChatEvent) => void)(entry, event)
     }
-    await write(tx, [...entries.values()])
-    return { count: rows.length, last: { txid: last.transaction_id, gp: Number(last.global_position) }, heads: new Map() }
+    const to = { txid: last.transaction_id, gp: Number(last.global_position) }
+    const claimed = await write(db, claim(to), [...entries.values()])
+    return { count: rows.length, last: to, heads: new Map(), claimed }
   },
 
   async reset(tx: Tx) {
@@ -86,34 +88,37 @@ export const searchProjection: Projection = {
   },
 }
 
-/** New rows, re-indexed text and deletions of one batch, in one statement. */
-async function write(tx: Tx, entries: Entry[]): Promise<void> {
+/** New rows, re-indexed text and deletions of one batch, and the checkpoint's move, in one statement, all of it only if the claim held. */
+async function write(db: DB, claim: ReturnType<Claim>, entries: Entry[]): Promise<boolean> {
   const sent = entries.filter((e) => !e.deleted && e.sender !== undefined)
   const edited = entries.filter((e) => !e.deleted && e.sender === undefined && e.content !== undefined)
   const gone = entries.filter((e) => e.deleted)
-  if (sent.length + edited.length + gone.length === 0) return
-  await sql`
-    with inserted as (
+  const { rows } = await sql<{ claimed: string }>`${prepared}
+    with ${claim},
+    inserted as (
       insert into search_index (chat_id, message_id, sender, content, sent_at)
       select * from unnest(${sent.map((e) => e.chatId)}::text[], ${sent.map((e) => e.messageId)}::bigint[], ${sent.map((e) => e.sender!)}::text[],
                            ${sent.map((e) => e.content!)}::text[], ${sent.map((e) => e.sentAt!)}::timestamptz[])
+      where exists (select from claimed)
       on conflict (chat_id, message_id) do update set sender = excluded.sender, content = excluded.content, sent_at = excluded.sent_at
       returning 1
     ),
     updated as (
       update search_index s set content = e.content
       from unnest(${edited.map((e) => e.chatId)}::text[], ${edited.map((e) => e.messageId)}::bigint[], ${edited.map((e) => e.content!)}::text[]) as e(chat_id, message_id, content)
-      where s.chat_id = e.chat_id and s.message_id = e.message_id
+      where s.chat_id = e.chat_id and s.message_id = e.message_id and exists (select from claimed)
       returning 1
     ),
     deleted as (
       delete from search_index s
       using unnest(${gone.map((e) => e.chatId)}::text[], ${gone.map((e) => e.messageId)}::bigint[]) as e(chat_id, message_id)
-      where s.chat_id = e.chat_id and s.message_id = e.message_id
+      where s.chat_id = e.chat_id and s.message_id = e.message_id and exists (select from claimed)
       returning 1
     )
-    select (select count(*) from inserted) + (select count(*) from updated) + (select count(*) from deleted) as written
-  `.execute(tx)
+    select (select count(*) from claimed) as claimed,
+           (select count(*) from inserted) + (select count(*) from updated) + (select count(*) from deleted) as written
+  `.execute(db)
+  return Number(rows[0]!.claimed) === 1
 }
 
 /** Marks around matches that cannot occur in text people type (control characters are stripped from messages). */

@@ -8,7 +8,8 @@ import { REACTIONS } from '../../src/chat/chat.js'
 import { createDb, createPool } from '../../src/db/connect.js'
 import type { DB } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
-import { committedAfter, Projector, type Projection } from '../../src/projector/projector.js'
+import { checkpointClaim, committedAfter, Projector, type Checkpoint, type Projection } from '../../src/projector/projector.js'
+import { PROJECTIONS } from '../../src/projections.js'
 import { freshDatabase, type TestDatabase } from '../support/database.js'
 
 let database: TestDatabase
@@ -174,12 +175,15 @@ describe('a projector that settles (search) or spaces its batches (messages)', (
   /** Counts what each batch covered, and writes nothing: the projector's own timing is what is under test. */
   const counting = (name: string, batches: number[], drains: number[] = []): Projection => ({
     name,
-    async project(tx, after, limit) {
+    async project(db, after, limit, claim) {
       drains.push(Date.now())
-      const { rows } = await sql<{ txid: string; gp: string }>`select transaction_id::text as txid, global_position as gp from (${committedAfter(after, limit)}) as batch`.execute(tx)
+      const { rows } = await sql<{ txid: string; gp: string }>`select transaction_id::text as txid, global_position as gp from (${committedAfter(after, limit)}) as batch`.execute(db)
       const last = rows.at(-1)
-      if (rows.length > 0) batches.push(rows.length)
-      return { count: rows.length, last: last && { txid: last.txid, gp: Number(last.gp) }, heads: new Map() }
+      if (!last) return { count: 0, heads: new Map(), claimed: true }
+      batches.push(rows.length)
+      const to = { txid: last.txid, gp: Number(last.gp) }
+      const { rows: [moved] } = await sql<{ claimed: string }>`with ${claim(to)} select count(*) as claimed from claimed`.execute(db)
+      return { count: rows.length, last: to, heads: new Map(), claimed: Number(moved!.claimed) === 1 }
     },
     async reset() {},
   })
@@ -245,7 +249,7 @@ describe('a projector that settles (search) or spaces its batches (messages)', (
       // (it may find the event still behind the cluster-wide horizon; a later wake-up projects it).
       await send(handler, 'spacing', 0)
       const lone = Date.now()
-      projector.wake(true)
+      projector.wake()
       await projectedAll(1)
       assert.ok(drains[0]! - lone < SPACING_MS / 2, `the lone append's batch started after ${drains[0]! - lone} ms`)
       // A burst right after: its wake-ups wait for the spacing, then fold into one batch (or two, behind the horizon).
@@ -262,4 +266,46 @@ describe('a projector that settles (search) or spaces its batches (messages)', (
       await projector.stop()
     }
   })
+})
+
+describe('a batch whose claim another projector took first', () => {
+  const START: Checkpoint = { txid: '0', gp: 0 }
+  const ROLLED_BACK = new Error('rolled back')
+
+  /** Projects every event from the start inside a transaction that is rolled back; says whether the batch wrote anything. */
+  async function projectFromStart(projection: Projection, claimFrom: Checkpoint): Promise<{ claimed: boolean; count: number; wrote: boolean }> {
+    let outcome: { claimed: boolean; count: number; wrote: boolean } | undefined
+    await db
+      .transaction()
+      .execute(async (tx) => {
+        const batch = await projection.project(tx, START, 100_000, checkpointClaim(projection.name, claimFrom))
+        // A transaction is given an id at its first write: none means nothing was written.
+        const { rows } = await sql<{ xid: string | null }>`select pg_current_xact_id_if_assigned()::text as xid`.execute(tx)
+        outcome = { claimed: batch.claimed, count: batch.count, wrote: rows[0]!.xid !== null }
+        throw ROLLED_BACK
+      })
+      .catch((error) => {
+        if (error !== ROLLED_BACK) throw error
+      })
+    return outcome!
+  }
+
+  for (const projection of PROJECTIONS) {
+    test(`${projection.name}: writes nothing (the claim guards every write), where the same batch with the claim writes`, async () => {
+      await changeEverything(chatHandler({ db }), `claim-${projection.name}`, 6)
+      // Another projector has moved the checkpoint past the start.
+      await db.insertInto('projector_checkpoints').values({ name: projection.name }).onConflict((oc) => oc.column('name').doNothing()).execute()
+      await sql`
+        update projector_checkpoints set (last_txid, last_gp) = (select transaction_id, global_position from events order by transaction_id, global_position limit 1)
+        where name = ${projection.name} and last_txid = '0'
+      `.execute(db)
+      const lost = await projectFromStart(projection, START)
+      assert.ok(lost.count > 0)
+      assert.deepEqual({ claimed: lost.claimed, wrote: lost.wrote }, { claimed: false, wrote: false })
+
+      const row = await db.selectFrom('projector_checkpoints').select(['last_txid', 'last_gp']).where('name', '=', projection.name).executeTakeFirstOrThrow()
+      const held = await projectFromStart(projection, { txid: row.last_txid, gp: Number(row.last_gp) })
+      assert.deepEqual({ claimed: held.claimed, wrote: held.wrote }, { claimed: true, wrote: true })
+    })
+  }
 })
