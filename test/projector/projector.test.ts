@@ -5,7 +5,7 @@ import { sql } from 'kysely'
 import { messagesProjection } from '../../src/chat/messages-projection.js'
 import { chatHandler, type ChatHandler } from '../../src/chat/chat-commands.js'
 import { REACTIONS } from '../../src/chat/chat.js'
-import { createDb, createPool } from '../../src/db/connect.js'
+import { createDb, createPool, prepared } from '../../src/db/connect.js'
 import type { DB } from '../../src/db/database.js'
 import { migrateToLatest } from '../../src/db/migrate.js'
 import { checkpointClaim, committedAfter, Projector, type Checkpoint, type Projection } from '../../src/projector/projector.js'
@@ -308,4 +308,20 @@ describe('a batch whose claim another projector took first', () => {
       assert.deepEqual({ claimed: held.claimed, wrote: held.wrote }, { claimed: true, wrote: true })
     })
   }
+})
+
+describe('statements marked prepared (the projector\'s, the append)', () => {
+  test('are parsed once per connection and run again by name; other statements are not kept', async () => {
+    const single = createDb(createPool({ connectionString: database.url, max: 1 }))
+    try {
+      const answers: number[] = []
+      for (let i = 0; i < 3; i++) answers.push((await sql<{ n: number }>`${prepared} select ${i}::int as n`.execute(single)).rows[0]!.n)
+      await sql`select ${1}::int as unmarked`.execute(single)
+      assert.deepEqual(answers, [0, 1, 2])
+      const { rows } = await sql<{ statement: string }>`select statement from pg_prepared_statements`.execute(single)
+      assert.deepEqual(rows.map((row) => row.statement), ['/* prepared */ select $1::int as n'])
+    } finally {
+      await single.destroy()
+    }
+  })
 })
