@@ -18,7 +18,7 @@ import { toOriginForm } from './http/request-target.js'
 import { messageRenderer, partialRenderer } from './http/views.js'
 import { eventsRoute } from './live/events-route.js'
 import { dataFrame, Hub } from './live/hub.js'
-import { parsePresenceNotification, Presence, PRESENCE_CHANNEL, type People } from './live/presence.js'
+import { asSeenBy, parsePresenceNotification, Presence, PRESENCE_CHANNEL, type People } from './live/presence.js'
 import { dashboardRenderer } from './ops/dashboard-renderer.js'
 import { SILENT_LOGGER, withoutSecrets, type Logger } from './ops/logger.js'
 import { NodeMetrics } from './ops/metrics.js'
@@ -156,7 +156,12 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   const renderPeople = partialRenderer<People & { chatId: string }>('_people')
   const presence = new Presence({
     db,
-    onChange: (chatId, people) => hub.sendEphemeral(chatId, dataFrame(renderPeople({ chatId, ...people }))),
+    onChange: (chatId, people) => {
+      const frame = (readerId?: string) => dataFrame(renderPeople({ chatId, ...asSeenBy(people, readerId) }))
+      // One frame for every reader, and one for each person typing: their own streams leave them out of the typing line.
+      const own = new Map(people.people.filter((person) => person.typing).map((person) => [person.personId, frame(person.personId)]))
+      hub.sendEphemeral(chatId, frame(), own)
+    },
     onError: (error) => log('warn', 'presence', error),
   })
 
@@ -227,7 +232,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     presence,
     visits,
     sessionSecret: props.sessionSecret,
-    renderPeople: async (chatId) => renderPeople({ chatId, ...(await presence.people(chatId)) }),
+    renderPeople: async (chatId, readerId) => renderPeople({ chatId, ...asSeenBy(await presence.people(chatId), readerId) }),
     clientOf: clientAddress(props.trustProxy),
     maxStreamsPerAddress: props.maxStreamsPerAddress ?? 20,
   })

@@ -11,7 +11,7 @@ import { escapeHtml, partialRenderer, type MessageRenderer } from '../http/views
 import { CHAT_ID_PATTERN, CommandIdReused, normalizeContent, reactionOf, Rejection, type ChatCommand } from './chat.js'
 import { streamIdOf, toChatEvent, type ChatHandler } from './chat-commands.js'
 import { headVersion, messageById, messageJson, messagesBefore, type Message } from './messages-projection.js'
-import type { People, Presence } from '../live/presence.js'
+import { asSeenBy, type People, type Presence } from '../live/presence.js'
 import { MAX_QUERY_LENGTH, search } from '../search/search-projection.js'
 import type { ProjectionWatch } from './projection-watch.js'
 import { chatAsOf } from './time-travel.js'
@@ -210,7 +210,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
     const chatId = chatIdFrom(req)
     const people = await presence.people(chatId)
     if (wantsJson(req)) return void res.json({ chatId, people: people.people.map(({ name, typing }) => ({ name, typing })), others: people.others })
-    res.type('html').send(renderPeople({ chatId, ...people }))
+    res.type('html').send(renderPeople({ chatId, ...asSeenBy(people, res.locals.personId) }))
   })
 
   /**
@@ -324,7 +324,7 @@ export function chatRoutes({ db, chats, visits, presence, newChatsPerMinutePerAd
       firstNew,
       composer: { ...freshComposer(), ...composer },
       personId,
-      people: await presence.people(chatId, { personId, name: res.locals.name }),
+      people: asSeenBy(await presence.people(chatId, { personId, name: res.locals.name }), personId),
     }
   }
 

@@ -32,7 +32,8 @@ export interface EventsRouteProps {
   presence: Presence
   visits: Visits
   sessionSecret: string
-  renderPeople: (chatId: string) => Promise<string>
+  /** The list as `readerId`'s page shows it (see asSeenBy). */
+  renderPeople: (chatId: string, readerId: string | undefined) => Promise<string>
   /** The client's address, as Express reads it with the same trust-proxy setting. */
   clientOf: (req: IncomingMessage) => string
   /** Open streams one client address may hold (a browser holds one per open chat tab). */
@@ -106,6 +107,7 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
       const frames: StreamFrames = {
         ...(req.headers['hx-request'] ? pageFrames : {}),
         ephemeral: withPresence,
+        personId: session?.personId,
         // What a person's stream delivered counts as seen, like the page they loaded.
         delivered: session && ((version) => visits.seen(session.personId, chatId, version)),
       }
@@ -115,7 +117,7 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
       if (withPresence) {
         presence.watch(chatId)
         // Who is here now, before any change: the frames after it are changes.
-        renderPeople(chatId).then((html) => !res.writableEnded && res.write(dataFrame(html)), () => {})
+        renderPeople(chatId, session?.personId).then((html) => !res.writableEnded && res.write(dataFrame(html)), () => {})
       }
       res.once('close', () => {
         presence.leave(chatId, here)

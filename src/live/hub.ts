@@ -28,6 +28,8 @@ export interface StreamFrames {
   farewell?: string
   /** Wants ephemeral frames (who is here, who is typing): pages do, a plain curl only when it asks. */
   ephemeral?: boolean
+  /** Whose stream it is (a session's person): an ephemeral frame may have a variant for them. */
+  personId?: string
   /** Told the highest version written to this subscriber after each write ("new since your last visit"). */
   delivered?: (version: number) => void
 }
@@ -41,6 +43,7 @@ interface Subscriber {
   /** Reading its own backlog from the database; broadcasts skip it meanwhile. */
   catchingUp: boolean
   ephemeral: boolean
+  personId: string | undefined
   /** Which slice of the heartbeat period this subscriber's heartbeat falls in. */
   beatSlot: number
   /** The heartbeat tick of the last frame written to it: a frame keeps a connection open as well as a comment does. */
@@ -173,7 +176,7 @@ export class Hub {
     const committedNow = !afterIsHead && !(known?.isReady && after <= known.head) ? this.committedVersion(chatId) : undefined
     committedNow?.catch(() => {})
     const chat = this.channel(chatId)
-    const subscriber: Subscriber = { res, heartbeat: this.heartbeatFrame(frames.heartbeat ?? HEARTBEAT), farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES, wroteAt: -Infinity, delivered: frames.delivered }
+    const subscriber: Subscriber = { res, heartbeat: this.heartbeatFrame(frames.heartbeat ?? HEARTBEAT), farewell: frames.farewell ?? '', sent: 0, catchingUp: true, ephemeral: frames.ephemeral ?? false, personId: frames.personId, beatSlot: this.nextSlot++ % HEARTBEAT_SLICES, wroteAt: -Infinity, delivered: frames.delivered }
     chat.subscribers.add(subscriber)
     this.beatSlots[subscriber.beatSlot]!.add(subscriber)
     this.subscriberCount++
@@ -237,13 +240,25 @@ export class Hub {
 
   /**
    * An ephemeral frame (no id: it never moves a cursor and is never
-   * replayed) to the chat's subscribers on this node that want them.
+   * replayed) to the chat's subscribers on this node that want them;
+   * `own` holds variants by person, for their own streams.
    */
-  sendEphemeral(chatId: string, frame: string): void {
+  sendEphemeral(chatId: string, frame: string, own: ReadonlyMap<string, string> = new Map()): void {
     const chat = this.chats.get(chatId)
     if (!chat) return
     const bytes = new WireFrame(frame)
-    for (const subscriber of chat.subscribers) if (subscriber.ephemeral) this.write(chat, subscriber, bytes)
+    const variants = new Map<string, WireFrame>()
+    for (const subscriber of chat.subscribers) {
+      if (!subscriber.ephemeral) continue
+      const variant = subscriber.personId === undefined ? undefined : own.get(subscriber.personId)
+      if (variant === undefined) {
+        this.write(chat, subscriber, bytes)
+        continue
+      }
+      let wire = variants.get(subscriber.personId!)
+      if (!wire) variants.set(subscriber.personId!, (wire = new WireFrame(variant)))
+      this.write(chat, subscriber, wire)
+    }
   }
 
   /** After the LISTEN connection came back: notifications may have been lost, so every chat catches up. */

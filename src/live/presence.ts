@@ -18,6 +18,16 @@ export interface People {
   others: number
 }
 
+/**
+ * The list as one reader's page shows it: everyone here, but nobody is told
+ * that they themselves are typing ("Ada and Bob are typing…" reads as
+ * "Ada is typing…" on Bob's page).
+ */
+export function asSeenBy(people: People, readerId: string | undefined): People {
+  if (readerId === undefined || !people.people.some((person) => person.personId === readerId && person.typing)) return people
+  return { ...people, people: people.people.map((person) => (person.personId === readerId ? { ...person, typing: false } : person)) }
+}
+
 export interface PresenceProps {
   db: DB
   /** A node's people are written at most this often, all dirty chats in one statement. */

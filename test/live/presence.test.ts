@@ -302,29 +302,43 @@ describe('who is here, across nodes', () => {
 })
 
 describe('typing', () => {
-  test('a hint on one node shows on the other node\'s stream and list, clears at once when the message is sent, and never enters events', async () => {
-    const [ada, bob] = await Promise.all([person(a, 'Ada'), person(b, 'Bob')])
+  test('a hint on one node shows on the other node\'s stream and list (never on the typer\'s own), clears at once when the message is sent, and never enters events', async () => {
+    const [ada, bob, cy] = await Promise.all([person(a, 'Ada'), person(b, 'Bob'), person(a, 'Cy')])
     const adaStream = await open(a, 'typing', ada)
     const bobStream = await open(b, 'typing', bob)
-    await adaStream.waitFor((s) => sameNames(s.here?.names ?? [], ['Ada', 'Bob']), 2_000, 'Ada to see Bob')
+    const cyStream = await open(a, 'typing', cy)
+    await adaStream.waitFor((s) => sameNames(s.here?.names ?? [], ['Ada', 'Bob', 'Cy']), 2_000, 'Ada to see Bob and Cy')
+    await bobStream.waitFor((s) => sameNames(s.here?.names ?? [], ['Ada', 'Bob', 'Cy']), 2_000, 'Bob to see Ada and Cy')
+    await cyStream.waitFor((s) => sameNames(s.here?.names ?? [], ['Ada', 'Bob', 'Cy']), 2_000, 'Cy to see Ada and Bob')
     const events = await countEvents(a)
+    const bobsFramesBefore = bobStream.presence.length
 
     const hinted = performance.now()
     assert.equal(await typing(b, 'typing', bob), 204)
     await adaStream.waitFor((s) => s.here!.typing === 'Bob is typing…', 2_000, '"Bob is typing…" on node A')
     report('typing hint on node B → frame on node A', performance.now() - hinted)
-    assert.deepEqual((await people(a, 'typing')).people, [{ name: 'Ada', typing: false }, { name: 'Bob', typing: true }])
-    // Bob's own page says so too (it is a list for everyone, rendered once).
-    await bobStream.waitFor((s) => s.here!.typing === 'Bob is typing…', 2_000, "Bob's own stream to show the typing line")
+    assert.deepEqual((await people(a, 'typing')).people, [{ name: 'Ada', typing: false }, { name: 'Bob', typing: true }, { name: 'Cy', typing: false }])
+    await cyStream.waitFor((s) => s.here!.typing === 'Bob is typing…', 2_000, '"Bob is typing…" on Cy\'s stream')
+    // Bob's own stream got its frame of that change too, without telling him that he is typing.
+    await bobStream.waitFor((s) => s.presence.length > bobsFramesBefore, 2_000, "the change to reach Bob's own stream")
+    assert.equal(bobStream.here!.typing, '', 'nobody is told that they are typing')
+    const fragment = await request(b.url).get('/chats/typing/people').set('Cookie', bob).expect(200)
+    assert.equal(shown(fragment.text).typing, '', 'nor by the list their page fetches')
     assert.equal(await countEvents(a), events, 'a typing hint is not an event')
 
-    // Both typing: one line names both.
+    // Both typing: each sees the other; whoever is not typing sees both.
+    const adasFramesBefore = adaStream.presence.length
     assert.equal(await typing(a, 'typing', ada), 204)
-    await bobStream.waitFor((s) => s.here!.typing === 'Ada and Bob are typing…', 2_000, 'both typing')
+    await cyStream.waitFor((s) => s.here!.typing === 'Ada and Bob are typing…', 2_000, 'both typing, on Cy\'s stream')
+    await bobStream.waitFor((s) => s.here!.typing === 'Ada is typing…', 2_000, 'Ada typing, on Bob\'s stream')
+    await adaStream.waitFor((s) => s.presence.length > adasFramesBefore, 2_000, "the change to reach Ada's own stream")
+    assert.equal(adaStream.here!.typing, 'Bob is typing…', 'Ada typing too: her own stream still names Bob alone')
 
     const sent = performance.now()
     const version = await say(b, 'typing', bob, 'here it is')
-    await adaStream.waitFor((s) => s.here!.typing === 'Ada is typing…', 2_000, "Bob's typing to clear on node A after he sent")
+    // Ada, still typing, is not told so: her line is empty now; Cy's names her alone.
+    await adaStream.waitFor((s) => s.here!.typing === '', 2_000, "Bob's typing to clear on node A after he sent")
+    await cyStream.waitFor((s) => s.here!.typing === 'Ada is typing…', 2_000, "Bob's typing to clear on Cy's stream")
     const cleared = performance.now() - sent
     report('message sent on node B → typing cleared on node A', cleared)
     assert.ok(cleared < 5_000, 'cleared by the send, not by expiry')
@@ -332,6 +346,7 @@ describe('typing', () => {
     assert.equal(await countEvents(a), events + 1, 'only the message entered events')
     adaStream.close()
     bobStream.close()
+    cyStream.close()
   })
 
   test('typing is gone 5 s after the last hint, on every node', async () => {
