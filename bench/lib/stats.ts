@@ -35,9 +35,16 @@ export class Samples {
   }
 }
 
-/** Milliseconds on a clock that every process on this machine shares (timeOrigin is wall-clock based). */
+/**
+ * Milliseconds on a clock that every process on this machine shares: the
+ * kernel's monotonic clock. (`performance.timeOrigin + performance.now()`
+ * reads the wall clock once, when each process starts: when the wall clock
+ * was corrected between the start of the poster and of the SSE clients,
+ * every latency of a run came out shifted by the correction, ~500 ms in
+ * both the app and its baseline.)
+ */
 export function nowMs(): number {
-  return performance.timeOrigin + performance.now()
+  return Number(process.hrtime.bigint()) / 1e6
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
