@@ -273,7 +273,7 @@ export class Projector {
   async rebuild({ batchSize = 50_000, onProgress }: { batchSize?: number; onProgress?: (projected: number) => void } = {}): Promise<number> {
     await this.ensureCheckpoint()
     return this.db.transaction().execute(async (tx) => {
-      await this.lockCheckpoint(tx)
+      await this.readCheckpoint(tx, true)
       await this.projection.reset(tx)
       let from: Checkpoint = { txid: '0', gp: 0 }
       await this.moveCheckpoint(tx, from)
@@ -291,12 +291,10 @@ export class Projector {
     })
   }
 
-  private async readCheckpoint(db: DB): Promise<Checkpoint> {
-    const row = await db
-      .selectFrom('projector_checkpoints')
-      .select(['last_txid', 'last_gp'])
-      .where('name', '=', this.projection.name)
-      .executeTakeFirstOrThrow()
+  /** The checkpoint as committed; `forUpdate`: and hold its row lock until the transaction ends (a rebuild). */
+  private async readCheckpoint(db: DB, forUpdate = false): Promise<Checkpoint> {
+    const query = db.selectFrom('projector_checkpoints').select(['last_txid', 'last_gp']).where('name', '=', this.projection.name)
+    const row = await (forUpdate ? query.forUpdate() : query).executeTakeFirstOrThrow()
     return { txid: row.last_txid, gp: Number(row.last_gp) }
   }
 
@@ -310,15 +308,5 @@ export class Projector {
 
   private async ensureCheckpoint(): Promise<void> {
     await this.db.insertInto('projector_checkpoints').values({ name: this.projection.name }).onConflict((oc) => oc.column('name').doNothing()).execute()
-  }
-
-  private async lockCheckpoint(tx: Tx): Promise<Checkpoint> {
-    const row = await tx
-      .selectFrom('projector_checkpoints')
-      .select(['last_txid', 'last_gp'])
-      .where('name', '=', this.projection.name)
-      .forUpdate()
-      .executeTakeFirstOrThrow()
-    return { txid: row.last_txid, gp: Number(row.last_gp) }
   }
 }
