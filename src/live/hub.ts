@@ -247,17 +247,9 @@ export class Hub {
     const chat = this.chats.get(chatId)
     if (!chat) return
     const bytes = new WireFrame(frame)
-    const variants = new Map<string, WireFrame>()
+    const variants = new Map([...own].map(([personId, variant]) => [personId, new WireFrame(variant)]))
     for (const subscriber of chat.subscribers) {
-      if (!subscriber.ephemeral) continue
-      const variant = subscriber.personId === undefined ? undefined : own.get(subscriber.personId)
-      if (variant === undefined) {
-        this.write(chat, subscriber, bytes)
-        continue
-      }
-      let wire = variants.get(subscriber.personId!)
-      if (!wire) variants.set(subscriber.personId!, (wire = new WireFrame(variant)))
-      this.write(chat, subscriber, wire)
+      if (subscriber.ephemeral) this.write(chat, subscriber, (subscriber.personId !== undefined && variants.get(subscriber.personId)) || bytes)
     }
   }
 

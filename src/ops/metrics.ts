@@ -151,7 +151,7 @@ export class NodeMetrics {
     lagGauge('live_tea_projector_lag_seconds', 'Age of the oldest event a projection has not read yet; 0 when caught up.', (lag) => lag.seconds)
     new Gauge({
       name: 'live_tea_projector_checkpoint_position',
-      help: 'Global position of the last event this node projected.',
+      help: 'Global position of the messages checkpoint as this node last saw it (after its own last batch, or as another node moved it).',
       registers: own,
       collect() {
         const position = sources()?.projector.position

@@ -125,8 +125,8 @@ export function committedAfter(after: Checkpoint, limit: number) {
  * first's row lock, finds the checkpoint moved and writes nothing, and that
  * projector reads again from where the checkpoint is now. (A transaction
  * holding the row lock from the read to the write took six round trips a
- * batch instead of two: under a steady stream of posts, a third of the
- * app's queries.)
+ * batch instead of two: under a steady stream of posts, about two fifths
+ * of the app's queries.)
  *
  * @example
  * const projector = new Projector({ db, projection: messagesProjection })
