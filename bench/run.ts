@@ -159,7 +159,12 @@ async function projected(pool: pg.Pool, expected: number, timeoutMs = 120_000): 
 const APP_NODE_FLAGS = ['--max-semi-space-size=32']
 
 function startApp(database: BenchDatabase): Promise<Child<{ url: string; bareUrl: string }>> {
-  return startChild('app-node.ts', { BENCH_DATABASE_URL: database.url }, [...APP_NODE_FLAGS, ...(argv.includes('--prof') ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.data', 'bench-prof')}`] : [])])
+  return startChild('app-node.ts', { BENCH_DATABASE_URL: database.url }, [
+    ...APP_NODE_FLAGS,
+    ...(argv.includes('--prof') ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.data', 'bench-prof')}`] : []),
+    // Flags for the app's process only (say `--trace-gc`), where BENCH_NODE_ARGS reaches every process.
+    ...(process.env.BENCH_APP_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+  ])
 }
 
 /** Statuses that mean "appended": 200 (htmx composer), 201 (JSON), 303 (plain form, and the baseline). */

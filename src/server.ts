@@ -97,6 +97,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     maxSubscribers: props.maxSubscribers,
     onError: (error) => log('error', 'live hub', error),
     onPushed: metrics.pushed,
+    onReplayBatch: metrics.replayed,
   })
   const projector = new Projector({
     db,

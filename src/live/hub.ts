@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import { LRUCache } from 'lru-cache'
 import type { DB } from '../db/database.js'
 import { HttpError } from '../http/errors.js'
 import { changesAfter, headVersion, unbrokenRun, type Change, type Message } from '../chat/messages-projection.js'
@@ -16,7 +17,9 @@ export interface HubProps {
   maxBufferedBytes?: number
   onError?: (error: unknown) => void
   onPushed?: (frames: number) => void
-  /** Catch-up reads running at once (each holds a pool connection while it runs). */
+  /** A replay batch went to a catching-up stream: read from the database for it, or kept (or being read) for another. */
+  onReplayBatch?: (source: 'database' | 'memory') => void
+  /** Catch-up steps running at once (a read holds a pool connection while it runs; a batch from memory, a turn of the event loop). */
   maxConcurrentCatchUps?: number
 }
 
@@ -60,6 +63,19 @@ interface ChatChannel {
   ready: Promise<void>
   fetching: boolean
   fetchAgain: boolean
+  /**
+   * Names this chat's replay batches in the hub's cache: a new one whenever
+   * a message already sent changes (an edit, a reaction, a retraction), so
+   * that no stream replays a state the hub has since broadcast a change to,
+   * and a new one for every new channel (this node may have missed changes
+   * while it had no subscribers to the chat).
+   */
+  replays: number
+}
+
+/** Up to CATCH_UP_BATCH frames after a cursor, each encoded once for every stream that replays them. */
+interface ReplayBatch {
+  frames: { version: number; wire: WireFrame }[]
 }
 
 export class HubFullError extends HttpError {
@@ -70,6 +86,8 @@ export class HubFullError extends HttpError {
 
 /** Small: a catching-up subscriber holds its batch while its socket drains, so this times the streams is the memory replays take. */
 const CATCH_UP_BATCH = 50
+/** Replay batches kept for other streams at the same cursor, by the bytes of their frames (each counted twice: bytes and chunk). */
+const REPLAY_CACHE_BYTES = 32 << 20
 /** A catching-up subscriber gets its next batch only once its socket took the last one down to this. */
 const CATCH_UP_HIGH_WATER = 64 * 1024
 /** A subscriber that reads nothing for this long while catching up is dropped (it reconnects and resumes). */
@@ -103,6 +121,7 @@ export class Hub {
   private readonly maxBufferedBytes: number
   private readonly onError: NonNullable<HubProps['onError']>
   private readonly onPushed: NonNullable<HubProps['onPushed']>
+  private readonly onReplayBatch: NonNullable<HubProps['onReplayBatch']>
   private readonly chats = new Map<string, ChatChannel>()
   private readonly headReads = new Map<string, Promise<number>>()
   private readonly heartbeats = new Map<string, WireFrame>()
@@ -111,17 +130,32 @@ export class Hub {
   private closing = false
   private nextSlot = 0
   private beatTick = 0
-  private readonly catchUpReads: Limit
+  private readonly catchUpSteps: Limit
+  /**
+   * Full replay batches by `<chat's replays> <cursor>`: streams that replay
+   * the same history (a thousand clients asking for ?after=0, or many tabs
+   * resuming from one old cursor) read and encode each batch once, not once
+   * each. Only full batches are kept: their versions are settled, where a
+   * short one near the head grows.
+   */
+  private readonly replays = new LRUCache<string, ReplayBatch>({
+    maxSize: REPLAY_CACHE_BYTES,
+    sizeCalculation: (batch) => Math.max(1, batch.frames.reduce((bytes, frame) => bytes + 2 * frame.wire.bytes.length, 0)),
+  })
+  /** Replay reads under way, shared by the streams that ask for the same batch meanwhile. */
+  private readonly replayReads = new Map<string, Promise<ReplayBatch>>()
+  private replayGeneration = 0
   subscriberCount = 0
 
-  constructor({ db, render, heartbeatMs = 15_000, maxSubscribers = 19_000, maxBufferedBytes = 1 << 20, onError = () => {}, onPushed = () => {}, maxConcurrentCatchUps = 4 }: HubProps) {
+  constructor({ db, render, heartbeatMs = 15_000, maxSubscribers = 19_000, maxBufferedBytes = 1 << 20, onError = () => {}, onPushed = () => {}, onReplayBatch = () => {}, maxConcurrentCatchUps = 4 }: HubProps) {
     this.db = db
     this.render = render
     this.maxSubscribers = maxSubscribers
     this.maxBufferedBytes = maxBufferedBytes
     this.onError = onError
     this.onPushed = onPushed
-    this.catchUpReads = new Limit(maxConcurrentCatchUps)
+    this.onReplayBatch = onReplayBatch
+    this.catchUpSteps = new Limit(maxConcurrentCatchUps)
     // Spread over the period: each tick beats one slice of the subscribers, not
     // all of them in one synchronous loop (at 19,000 streams that loop held up
     // every frame behind it).
@@ -279,7 +313,7 @@ export class Hub {
   private channel(chatId: string): ChatChannel {
     let chat = this.chats.get(chatId)
     if (chat) return chat
-    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, isReady: false, ready: Promise.resolve(), fetching: false, fetchAgain: false }
+    const created: ChatChannel = { chatId, subscribers: new Set(), head: 0, isReady: false, ready: Promise.resolve(), fetching: false, fetchAgain: false, replays: ++this.replayGeneration }
     // Until the head is known, a notification only marks that a fetch is due.
     created.fetching = true
     created.ready = this.readHead(chatId).then(
@@ -351,6 +385,8 @@ export class Hub {
     for (const change of run) {
       if (change.version !== chat.head + 1) continue
       chat.head = change.version
+      // A message sent before changed: replays read from here on show it as it is now.
+      if (change.version !== change.message.messageId) chat.replays = ++this.replayGeneration
       if (chat.subscribers.size === 0) continue
       // Encoded once, with its HTTP chunk framing: written as a string, each
       // of thousands of writes would encode it again and frame it again.
@@ -383,12 +419,13 @@ export class Hub {
     subscriber.catchingUp = true
     const { res } = subscriber
     for (;;) {
-      // A bounded number of catch-up reads at once: however many streams
-      // replay history, commands keep the rest of the pool.
-      const batch = await this.catchUpReads.run(() => changesAfter(this.db, chat.chatId, subscriber.sent, CATCH_UP_BATCH))
+      // A bounded number of catch-up steps at once, a read or a batch from
+      // memory each: however many streams replay history, commands keep the
+      // rest of the pool and of the event loop.
+      const { frames: batch } = await this.catchUpSteps.run(() => this.replayBatch(chat, subscriber.sent))
       if (res.writableEnded || res.destroyed) return
       for (const change of batch) {
-        res.write(toFrame(change.version, this.render(change.message)))
+        change.wire.writeTo(res)
         subscriber.wroteAt = this.beatTick
         subscriber.sent = change.version
         subscriber.delivered?.(change.version)
@@ -404,12 +441,41 @@ export class Hub {
         }
       }
       if (res.writableEnded || res.destroyed) return
-      if (batch.length === CATCH_UP_BATCH) continue
       if (subscriber.sent >= chat.head) break
+      if (batch.length === CATCH_UP_BATCH) continue
       // The broadcast is ahead of what the table shows us; it will show soon.
       if (batch.length === 0) await new Promise((resolve) => setTimeout(resolve, 20))
     }
     subscriber.catchingUp = false
+  }
+
+  /**
+   * The batch after `after`: kept from an earlier read (on the next turn of
+   * the event loop, so that streams served from memory take turns), or read
+   * from the database, once for all the streams that ask meanwhile, and kept
+   * for those that come later when it is full.
+   */
+  private replayBatch(chat: ChatChannel, after: number): Promise<ReplayBatch> {
+    const key = `${chat.replays} ${after}`
+    const kept = this.replays.get(key)
+    if (kept) {
+      this.onReplayBatch('memory')
+      return new Promise((resolve) => setImmediate(resolve, kept))
+    }
+    let read = this.replayReads.get(key)
+    if (read) this.onReplayBatch('memory')
+    else {
+      this.onReplayBatch('database')
+      read = changesAfter(this.db, chat.chatId, after, CATCH_UP_BATCH)
+        .then((changes) => {
+          const batch = { frames: changes.map(({ version, message }) => ({ version, wire: new WireFrame(toFrame(version, this.render(message))) })) }
+          if (changes.length === CATCH_UP_BATCH) this.replays.set(key, batch)
+          return batch
+        })
+        .finally(() => this.replayReads.delete(key))
+      this.replayReads.set(key, read)
+    }
+    return read
   }
 
   private write(chat: ChatChannel, subscriber: Subscriber, frame: WireFrame): void {

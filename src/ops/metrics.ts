@@ -101,6 +101,12 @@ export class NodeMetrics {
     help: 'Chat messages written to SSE subscribers on this node (one per message per subscriber).',
     registers: [this.own],
   })
+  private readonly replayBatches = new Counter({
+    name: 'live_tea_sse_replay_batches_total',
+    help: 'Batches of history replayed to streams catching up on this node, by where they came from: read from the database, or kept from a read for another stream.',
+    labelNames: ['source'] as const,
+    registers: [this.own],
+  })
 
   constructor() {
     const sources = () => this.sources
@@ -264,6 +270,10 @@ export class NodeMetrics {
 
   readonly pushed = (frames: number): void => {
     if (frames > 0) this.framesPushed.inc(frames)
+  }
+
+  readonly replayed = (source: 'database' | 'memory'): void => {
+    this.replayBatches.inc({ source })
   }
 
   /**
