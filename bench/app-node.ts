@@ -54,6 +54,7 @@ serveParent(
   { url: node.url, bareUrl: `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}` },
   {
     rss: () => ({ rss: settledRss(), subscribers: node.hub.subscriberCount }),
+    rssNow: () => ({ rss: process.memoryUsage().rss }),
     cpu: () => cpuMs(),
   },
   async () => {

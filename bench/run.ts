@@ -18,6 +18,7 @@ import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { cpus, loadavg, totalmem } from 'node:os'
+import { connect, type Socket } from 'node:net'
 import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { messagesProjection } from '../src/chat/messages-projection.js'
@@ -73,6 +74,15 @@ const SIZES = {
   mixedLatencyPeople: 400,
   mixedSubscribersPerChat: 20,
   warmupSeconds: QUICK ? 1 : 2,
+  // P10: streams that ask for a chat's whole history and never read, over client addresses 127.0.0.2 onwards.
+  p10: {
+    streams: QUICK ? 500 : 1_500,
+    addresses: 10,
+    messages: 1_000,
+    messageChars: 1_000,
+    rate: 20,
+    seconds: QUICK ? 4 : 10,
+  },
   // P7: one node's streams (a process may hold 20,000 open files), clients in processes of under 5,000 sockets each.
   p7: {
     streams: QUICK ? 4_000 : 19_000,
@@ -380,6 +390,85 @@ async function p8(server: BenchServer): Promise<void> {
   const cpu = (runs: { nodeUs: number; pgUs: number }[]) => `${fmt(median(runs.map((run) => run.nodeUs)))} + ${fmt(median(runs.map((run) => run.pgUs)))} µs`
   report({ id: 'P8', figure: 'CPU per message: node + postgres', app: cpu(appRuns), baseline: cpu(baseRuns), ratio: '', target: '' })
   report({ id: 'P8', figure: 'POST latency p50 / p99 under that load', app: `${ms(median(appRuns.map((run) => run.p50)))} / ${ms(p99)}`, baseline: `${ms(median(baseRuns.map((run) => run.p50)))} / ${ms(median(baseRuns.map((run) => run.p99)))}`, ratio: '', target: 'p99 < 100 ms', met: p99 < 100 })
+}
+
+// ---------------------------------------------------------------- P10
+/**
+ * Issue 13's replay abuse: streams that ask for a 1 MB chat from its start
+ * (`?after=0`) over ten client addresses and then never read, each one a
+ * socket that stops taking data once the kernel's buffers are full. Meanwhile
+ * other people post (JSON, an open loop, alternately into that chat and into
+ * another), timed beside the same posts to the same node before the streams
+ * came, and the node's RSS is sampled every 250 ms.
+ */
+async function p10(server: BenchServer): Promise<void> {
+  const sizes = SIZES.p10
+  console.log(`P10 replay abuse: ${fmt(sizes.streams)} never-reading streams from the start of a chat of ${fmt(sizes.messages)} messages of ${fmt(sizes.messageChars)} characters, over ${sizes.addresses} addresses; posts at ${sizes.rate}/s for ${sizes.seconds} s`)
+  const db = await server.fresh('p10')
+  const app = await startApp(db)
+  const url = new URL(app.ready.url)
+  // Many people, so that none comes near the 30 a minute one person may give in a chat.
+  const cookies = Array.from({ length: 200 }, (_, i) => benchSession(`bench person ${i}`))
+  const json = (cookie: string) => ({ 'content-type': 'application/json', accept: 'application/json', cookie })
+  const sockets: Socket[] = []
+  try {
+    const text = 'a line of history that a stream replays '.repeat(Math.ceil(sizes.messageChars / 40)).slice(0, sizes.messageChars)
+    for (let from = 0; from < sizes.messages; from += 50) {
+      await Promise.all(
+        Array.from({ length: Math.min(50, sizes.messages - from) }, async (_, i) => {
+          const res = await fetch(`${app.ready.url}/chats/history/messages`, { method: 'POST', headers: json(cookies[(from + i) % 100]!), body: JSON.stringify({ content: `${from + i}: ${text}`, commandId: randomUUID() }) })
+          if (res.status !== 201) throw new Error(`P10: seeding answered ${res.status}: ${await res.text()}`)
+        }),
+      )
+    }
+    await withPool(db.url, (pool) => projected(pool, sizes.messages))
+    const posts = (round: string) => (i: number) => ({
+      method: 'POST' as const,
+      path: `/chats/${i % 2 === 0 ? 'history' : 'next-door'}/messages`,
+      headers: json(cookies[100 + (i % 100)]!),
+      body: JSON.stringify({ content: `${round} post ${i}`, commandId: randomUUID() }),
+    })
+    const timed = async (round: string) => {
+      const latencies = new Samples()
+      let peakRss = 0
+      const sampler = setInterval(() => void app.ask<{ rss: number }>({ type: 'rssNow' }).then(({ rss }) => (peakRss = Math.max(peakRss, rss))), 250)
+      try {
+        const sent = await openLoop(app.ready.url, { rate: sizes.rate, durationMs: sizes.seconds * 1000, connections: 4, next: posts(round), answered: (_spec, _status, took) => latencies.push(took) })
+        const refused = Object.entries(sent.statuses).filter(([status]) => !ACCEPTED.includes(status))
+        if (refused.length > 0 || sent.errors > 0) notes.push(`P10 ${round}: refused or failed posts: ${JSON.stringify(Object.fromEntries(refused))}, errors ${sent.errors}`)
+      } finally {
+        clearInterval(sampler)
+      }
+      const sorted = latencies.sorted()
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), peakRss }
+    }
+    const before = await timed('before')
+    let answered = 0
+    for (let i = 0; i < sizes.streams; i++) {
+      const socket = connect({ host: url.hostname, port: Number(url.port), localAddress: `127.0.0.${2 + (i % sizes.addresses)}` }, () => {
+        socket.write(`GET /chats/history/events?after=0 HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`)
+      })
+      // The answer's first bytes say it was taken; then nothing more is read, ever.
+      socket.once('data', (chunk) => {
+        if (chunk.toString('latin1').startsWith('HTTP/1.1 200')) answered++
+        socket.pause()
+      })
+      socket.on('error', () => {})
+      sockets.push(socket)
+      if (i % 100 === 99) await sleep(20)
+    }
+    for (const deadline = Date.now() + 30_000; answered < sizes.streams && Date.now() < deadline; ) await sleep(50)
+    if (answered < sizes.streams) notes.push(`P10: only ${answered} of ${sizes.streams} streams were answered 200`)
+    const during = await timed('during')
+    console.log(`    ${fmt(answered)} streams answered; posts before them: p50 ${ms(before.p50)}, p99 ${ms(before.p99)}, RSS ${fmt(before.peakRss / 2 ** 20)} MB; with them: p50 ${ms(during.p50)}, p99 ${ms(during.p99)}, RSS ${fmt(during.peakRss / 2 ** 20)} MB`)
+    const streams = `${fmt(sizes.streams)} never-reading streams from the start of a ${fmt((sizes.messages * sizes.messageChars) / 1e6, 1)} MB chat`
+    report({ id: 'P10', figure: `${streams}: another person's POST p50 / p99`, app: `${ms(during.p50)} / ${ms(during.p99)}`, baseline: `${ms(before.p50)} / ${ms(before.p99)} (same posts, no such streams)`, ratio: ratio(during.p99 / before.p99), target: 'p99 < 100 ms', met: during.p99 < 100 })
+    report({ id: 'P10', figure: 'the node\'s RSS meanwhile (highest sample)', app: `${fmt(during.peakRss / 2 ** 20)} MB`, baseline: `${fmt(before.peakRss / 2 ** 20)} MB (no such streams)`, ratio: '', target: '< 400 MB', met: during.peakRss < 400 * 2 ** 20 })
+  } finally {
+    for (const socket of sockets) socket.destroy()
+    await app.stop()
+    await db.drop()
+  }
 }
 
 // ---------------------------------------------------------------- P1M / P2M
@@ -1073,6 +1162,7 @@ try {
   if (wanted('P8')) await p8(server)
   if (wanted('P1M') || wanted('P2M')) await mixed(server)
   if (wanted('P3')) await p3(server)
+  if (wanted('P10')) await p10(server)
   if (wanted('P7')) await p7(server, { sizes: SIZES.p7, startApp, sessions, report, notes, fmt, ms })
   if (wanted('P4') || wanted('P4T')) await p4(server)
   const p9a_ = wanted('P9') || wanted('P9A')
