@@ -422,13 +422,13 @@ export class Hub {
       // A bounded number of catch-up steps at once, a read or a batch from
       // memory each: however many streams replay history, commands keep the
       // rest of the pool and of the event loop.
-      const { frames: batch } = await this.catchUpSteps.run(() => this.replayBatch(chat, subscriber.sent))
+      const { frames } = await this.catchUpSteps.run(() => this.replayBatch(chat, subscriber.sent))
       if (res.writableEnded || res.destroyed) return
-      for (const change of batch) {
-        change.wire.writeTo(res)
+      for (const frame of frames) {
+        frame.wire.writeTo(res)
         subscriber.wroteAt = this.beatTick
-        subscriber.sent = change.version
-        subscriber.delivered?.(change.version)
+        subscriber.sent = frame.version
+        subscriber.delivered?.(frame.version)
         this.onPushed(1)
         // Backpressure: the next frame goes out only once the socket took the
         // last ones, so a client that never reads holds a few frames, not the
@@ -442,9 +442,9 @@ export class Hub {
       }
       if (res.writableEnded || res.destroyed) return
       if (subscriber.sent >= chat.head) break
-      if (batch.length === CATCH_UP_BATCH) continue
+      if (frames.length === CATCH_UP_BATCH) continue
       // The broadcast is ahead of what the table shows us; it will show soon.
-      if (batch.length === 0) await new Promise((resolve) => setTimeout(resolve, 20))
+      if (frames.length === 0) await new Promise((resolve) => setTimeout(resolve, 20))
     }
     subscriber.catchingUp = false
   }
