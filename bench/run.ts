@@ -431,7 +431,7 @@ async function p10(server: BenchServer): Promise<void> {
     const timed = async (round: string) => {
       const latencies = new Samples()
       let peakRss = 0
-      const sampler = setInterval(() => void app.ask<{ rss: number }>({ type: 'rssNow' }).then(({ rss }) => (peakRss = Math.max(peakRss, rss))), 250)
+      const sampler = setInterval(() => void app.ask<{ rss: number }>({ type: 'rssNow' }).then(({ rss }) => (peakRss = Math.max(peakRss, rss)), () => {}), 250)
       try {
         const sent = await openLoop(app.ready.url, { rate: sizes.rate, durationMs: sizes.seconds * 1000, connections: 4, next: posts(round), answered: (_spec, _status, took) => latencies.push(took) })
         const refused = Object.entries(sent.statuses).filter(([status]) => !ACCEPTED.includes(status))
