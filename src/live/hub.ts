@@ -390,7 +390,7 @@ export class Hub {
       if (chat.subscribers.size === 0) continue
       // Encoded once, with its HTTP chunk framing: written as a string, each
       // of thousands of writes would encode it again and frame it again.
-      const frame = new WireFrame(toFrame(change.version, this.render(change.message)))
+      const frame = this.wireOf(change)
       let pushed = 0
       for (const subscriber of chat.subscribers) {
         if (subscriber.catchingUp || change.version <= subscriber.sent) continue
@@ -468,7 +468,7 @@ export class Hub {
       this.onReplayBatch('database')
       read = changesAfter(this.db, chat.chatId, after, CATCH_UP_BATCH)
         .then((changes) => {
-          const batch = { frames: changes.map(({ version, message }) => ({ version, wire: new WireFrame(toFrame(version, this.render(message))) })) }
+          const batch = { frames: changes.map((change) => ({ version: change.version, wire: this.wireOf(change) })) }
           if (changes.length === CATCH_UP_BATCH) this.replays.set(key, batch)
           return batch
         })
@@ -476,6 +476,11 @@ export class Hub {
       this.replayReads.set(key, read)
     }
     return read
+  }
+
+  /** A change's frame, for the live run and for replays alike. */
+  private wireOf(change: Change): WireFrame {
+    return new WireFrame(toFrame(change.version, this.render(change.message)))
   }
 
   private write(chat: ChatChannel, subscriber: Subscriber, frame: WireFrame): void {
