@@ -27,7 +27,7 @@ import { searchProjection } from '../src/search/search-projection.js'
 import { createDb, createPool } from '../src/db/connect.js'
 import { migrateToLatest } from '../src/db/migrate.js'
 import { Projector } from '../src/projector/projector.js'
-import { treeCpuMs } from './lib/cpu.js'
+import { cpuShares, describeShares, ownCpuMs, treeCpuMs } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
 import { closedLoop, COMPOSER, FORM, openLoop, stampedPost, type LoadResult } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
@@ -294,8 +294,10 @@ async function p2(server: BenchServer): Promise<void> {
     await sleep(500)
     await clients.ask({ type: 'latencies' })
     const cpu0 = await cpuOfChild(server, app)
+    const shares = cpuShares({ node: () => treeCpuMs(app.process.pid!), postgres: () => (server.postmasterPid ? treeCpuMs(server.postmasterPid) : NaN), subscribers: () => treeCpuMs(clients.process.pid!), poster: ownCpuMs })
     const started = performance.now()
     const sent = await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2Seconds * 1000, connections: 32, next: post })
+    const inUse = shares()
     const cpu1 = await cpuOfChild(server, app)
     const loadMs = performance.now() - started
     const drainedMs = loadMs - SIZES.p2Seconds * 1000
@@ -311,6 +313,7 @@ async function p2(server: BenchServer): Promise<void> {
     // The node's share of the two cores at this rate: the latency target needs it well below one core.
     const accepted = acceptedCount(sent)
     report({ id: 'P2', figure: `CPU per post: node + postgres (node busy ${fmt(((cpu1.node - cpu0.node) / loadMs) * 100)}% of a core)`, app: `${fmt(((cpu1.node - cpu0.node) * 1000) / accepted)} + ${fmt(((cpu1.pg - cpu0.pg) * 1000) / accepted)} µs`, baseline: sameRun.p1 ? `${fmt(sameRun.p1.nodeUs)} + ${fmt(sameRun.p1.pgUs)} µs (P1, 50 connections)` : '–', ratio: '', target: '' })
+    report({ id: 'P2', figure: 'cores in use during those posts, by process', app: describeShares(inUse), baseline: '–', ratio: '', target: '' })
   } finally {
     await clients.stop()
     await app.stop()

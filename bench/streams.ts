@@ -12,6 +12,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { BenchDatabase, BenchServer } from './lib/database.js'
+import { cpuShares, describeShares, ownCpuMs, treeCpuMs, type CpuShares } from './lib/cpu.js'
 import { openLoop } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
 import { nowMs, percentile, sleep } from './lib/stats.js'
@@ -58,6 +59,8 @@ interface Side {
   accepted: number
   /** The server process's CPU time per accepted post during the measured run (its fan-out included). */
   cpuPerPostMs: number
+  /** Who used the machine during the measured run. */
+  inUse: CpuShares
   deliveries: number
   lost: number
   duplicated: number
@@ -75,7 +78,7 @@ export async function p7(server: BenchServer, ctx: P7Context): Promise<void> {
     const node = await ctx.startApp(db)
     try {
       const cookies = await ctx.sessions(node.ready.url, sizes.people)
-      app = await side('app', node, cookies, ctx)
+      app = await side('app', node, cookies, ctx, server.postmasterPid)
     } finally {
       await node.stop()
     }
@@ -93,6 +96,7 @@ export async function p7(server: BenchServer, ctx: P7Context): Promise<void> {
   report({ id: 'P7', figure: `open ${fmt(sizes.streams)} streams over ${fmt(sizes.chats)} chats (s)`, app: `${fmt(app.openSeconds, 1)} s`, baseline: `${fmt(base.openSeconds, 1)} s (bare node:http)`, ratio: `${fmt(app.openSeconds / base.openSeconds, 2)}×`, target: `≤ ${OPEN_TARGET_S} s`, met: app.openSeconds <= OPEN_TARGET_S && app.connected === sizes.streams })
   report({ id: 'P7', figure: `POST → frame at ${sizes.rate} msg/s for ${sizes.seconds} s: p50 / p99 / max`, app: figures(app.latency), baseline: figures(base.latency), ratio: `p99 ${fmt(app.latency.p99 / base.latency.p99, 2)}×`, target: `p99 ≤ ${P99_TARGET_MS} ms`, met: app.latency.p99 <= P99_TARGET_MS })
   report({ id: 'P7', figure: `server CPU per post at ${sizes.rate} msg/s (${fmt(sizes.streams / sizes.chats)} streams a chat)`, app: `${fmt(app.cpuPerPostMs, 2)} ms`, baseline: `${fmt(base.cpuPerPostMs, 2)} ms`, ratio: `${fmt(app.cpuPerPostMs / base.cpuPerPostMs, 2)}×`, target: '' })
+  report({ id: 'P7', figure: `cores in use during the ${sizes.seconds} s at ${sizes.rate} msg/s, by process`, app: describeShares(app.inUse), baseline: describeShares(base.inUse), ratio: '', target: '' })
   const exact = (s: Side) => `${fmt(s.lost)} / ${fmt(s.duplicated)} of ${fmt(s.deliveries + s.lost)}`
   report({ id: 'P7', figure: 'deliveries lost / duplicated (per subscriber, per chat version)', app: exact(app), baseline: exact(base), ratio: '', target: '0 / 0', met: app.lost === 0 && app.duplicated === 0 && app.accepted > 0 })
   const highest = (s: Side) => (s.highest > 0 ? `${fmt(s.highest)} msg/s` : `< ${fmt(sizes.sweepRates[0]!)} msg/s`)
@@ -100,7 +104,7 @@ export async function p7(server: BenchServer, ctx: P7Context): Promise<void> {
 }
 
 /** One server's run: open the streams, the measured load, then the sweep. */
-async function side(label: string, server: Child<{ url: string }>, cookies: string[], ctx: P7Context): Promise<Side> {
+async function side(label: string, server: Child<{ url: string }>, cookies: string[], ctx: P7Context, postgresPid?: number): Promise<Side> {
   const { sizes, notes, fmt, ms } = ctx
   const origin = server.ready.url
   const cpuMs = async () => (await server.ask<{ ms: number }>({ type: 'cpu' })).ms
@@ -158,7 +162,14 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
     const cpu0 = await cpuMs()
     const startedAt = nowMs()
     const started = performance.now()
+    const shares = cpuShares({
+      server: () => treeCpuMs(server.process.pid!),
+      ...(postgresPid ? { postgres: () => treeCpuMs(postgresPid) } : {}),
+      clients: () => clients.reduce((sum, client) => sum + treeCpuMs(client.process.pid!), 0),
+      poster: ownCpuMs,
+    })
     const sent = await loop(sizes.rate, sizes.seconds, (chatId, version) => (expected[chatId] ??= []).push(version))
+    const inUse = shares()
     const drainedMs = performance.now() - started - sizes.seconds * 1000
     // The last frames go out within moments of the last answer.
     await sleep(500)
@@ -203,7 +214,7 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
       // Let the queues empty before the next, higher rate.
       await sleep(1000)
     }
-    return { openSeconds, connected, latency, accepted, cpuPerPostMs, deliveries: exactness.deliveries, lost: exactness.lost, duplicated: exactness.duplicated, sweep, highest, frameBytes: latency.frameBytes }
+    return { openSeconds, connected, latency, accepted, cpuPerPostMs, inUse, deliveries: exactness.deliveries, lost: exactness.lost, duplicated: exactness.duplicated, sweep, highest, frameBytes: latency.frameBytes }
   } finally {
     await Promise.all(clients.map((client) => client.stop()))
   }

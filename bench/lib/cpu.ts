@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 
 /** Linux reports process times in clock ticks of 1/100 s on every platform Node supports here. */
 const TICK_MS = 10
@@ -39,4 +40,41 @@ export function treeCpuMs(root: number): number {
     stack.push(...(children.get(pid) ?? []))
   }
   return total
+}
+
+/** This process's own CPU so far (the bench's: it is the poster), in ms. */
+export function ownCpuMs(): number {
+  const { user, system } = process.cpuUsage()
+  return (user + system) / 1000
+}
+
+export interface CpuShares {
+  cores: number
+  /** Each named process's CPU over the interval, as a share of one core. */
+  shares: Record<string, number>
+}
+
+/**
+ * Who used the machine from now until the returned function is called: each
+ * named process's CPU (given as a running total in ms) as a share of one
+ * core. On two cores a latency figure means little without it: the load
+ * generators, Postgres and the node take turns on the same cores, and how
+ * full they were is what the figure mostly follows. (The machine's own busy
+ * share from /proc/stat is sampled at each tick and reads low when the load
+ * comes in short bursts, so the processes' sum stands in for it.)
+ */
+export function cpuShares(processes: Record<string, () => number>): () => CpuShares {
+  const start = Object.fromEntries(Object.entries(processes).map(([name, cpuMs]) => [name, cpuMs()]))
+  const t0 = performance.now()
+  return () => {
+    const wallMs = performance.now() - t0
+    return { cores: availableParallelism(), shares: Object.fromEntries(Object.entries(processes).map(([name, cpuMs]) => [name, (cpuMs() - start[name]!) / wallMs])) }
+  }
+}
+
+/** `1.63 of 2 cores: node 82%, postgres 36%, … of one core`. */
+export function describeShares({ cores, shares }: CpuShares): string {
+  const known = Object.entries(shares).filter(([, share]) => Number.isFinite(share))
+  const total = known.reduce((sum, [, share]) => sum + share, 0)
+  return `${total.toFixed(2)} of ${cores} cores: ${known.map(([name, share]) => `${name} ${Math.round(share * 100)}%`).join(', ')} of one core`
 }
