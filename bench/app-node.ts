@@ -21,6 +21,7 @@ const node = await startNode({
   maxStreamsPerAddress: 1_000_000,
   maxConnectionsPerAddress: 1_000_000,
   newChatsPerMinutePerAddress: 0,
+  maxReadsPerAddress: 1_000_000,
   ...(env.BENCH_POOL_SIZE ? { poolSize: Number(env.BENCH_POOL_SIZE) } : {}),
   log: (level, message, error) => {
     if (level !== 'info') console.error(`[app ${level}] ${message}`, error ?? '')

@@ -16,6 +16,7 @@ import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
 import { formBody } from './http/form-body.js'
 import { methodNotAllowed } from './http/methods.js'
+import { readsPerAddress } from './http/reads-per-address.js'
 import { session } from './http/session.js'
 import { renderView, VIEWS_DIR, type MessageRenderer } from './http/views.js'
 import { requestLogger, SILENT_LOGGER, type Logger } from './ops/logger.js'
@@ -47,6 +48,8 @@ export interface AppDeps {
   postsPerMinutePerAddress?: number
   /** Chats one client address may start per minute (0 or unset: no limit). */
   newChatsPerMinutePerAddress?: number
+  /** Reads (GET, HEAD) one client address may have running at once, the rest waiting in its line (0 or unset: no limit); see http/reads-per-address.ts. */
+  maxReadsPerAddress?: number
   onError?: (error: unknown, req: Request) => void
   /** One line per request, with its request id; unset: nothing is logged. */
   logger?: Logger
@@ -169,6 +172,8 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(formBody(BODY_LIMIT))
 
   if (ops) app.use(dashboardRoutes(ops))
+  // Probes, metrics, files and the dashboard (which has its own budget) are answered above: what follows may query.
+  if (deps.maxReadsPerAddress) app.use(readsPerAddress(deps.maxReadsPerAddress))
   app.use(chatRoutes({ db: deps.db, chats: deps.chats, visits: deps.visits, presence: deps.presence, newChatsPerMinutePerAddress: deps.newChatsPerMinutePerAddress ?? 0, projectionWatch: deps.projectionWatch, renderMessage: deps.renderMessage, secureCookies: deps.secureCookies ?? 'auto', clock: deps.clock ?? (() => new Date()) }))
 
   app.use(methodNotAllowed(app))

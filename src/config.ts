@@ -14,6 +14,7 @@ export interface Settings {
   maxStreamsPerAddress: number
   maxConnectionsPerAddress: number
   newChatsPerMinutePerAddress: number
+  maxReadsPerAddress: number
   trustProxy: TrustProxy
   logLevel: string
   /** Only the limits that are set: an absent one keeps its default (a key holding undefined would override it). */
@@ -54,6 +55,7 @@ export function readSettings(env: Env): Settings {
     maxStreamsPerAddress: read('MAX_STREAMS_PER_ADDRESS', integer(1), 20),
     maxConnectionsPerAddress: read('MAX_CONNECTIONS_PER_ADDRESS', integer(1), 256),
     newChatsPerMinutePerAddress: read('NEW_CHATS_PER_MINUTE_PER_ADDRESS', integer(0), 20),
+    maxReadsPerAddress: read('MAX_READS_PER_ADDRESS', integer(1), 4),
     trustProxy: read('TRUST_PROXY', parseTrustProxy, false),
     logLevel: read('LOG_LEVEL', oneOf(LOG_LEVELS), 'info'),
     readiness: {},

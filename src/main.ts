@@ -84,6 +84,7 @@ async function main(): Promise<void> {
     maxStreamsPerAddress: settings.maxStreamsPerAddress,
     maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
     newChatsPerMinutePerAddress: settings.newChatsPerMinutePerAddress,
+    maxReadsPerAddress: settings.maxReadsPerAddress,
     logger,
     dashboardToken: env.DASHBOARD_TOKEN || undefined,
     readiness: settings.readiness,

@@ -42,6 +42,8 @@ export interface NodeProps {
   maxConnectionsPerAddress?: number
   /** Chats one client address may start per minute (default 20; 0: off). */
   newChatsPerMinutePerAddress?: number
+  /** Reads (GET, HEAD) one client address may have running at once (default 4; the rest wait in its line). */
+  maxReadsPerAddress?: number
   trustProxy?: TrustProxy
   /** See AppDeps.postsPerMinutePerAddress (default 0: off). */
   postsPerMinutePerAddress?: number
@@ -219,6 +221,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     trustProxy: props.trustProxy,
     postsPerMinutePerAddress: props.postsPerMinutePerAddress,
     newChatsPerMinutePerAddress: props.newChatsPerMinutePerAddress ?? 20,
+    maxReadsPerAddress: props.maxReadsPerAddress ?? 4,
     logger,
     ops: { metrics, sampler, readiness: () => checkReadiness(db, projectors.map((each) => each.name), readinessLimits) },
     dashboardToken: props.dashboardToken,

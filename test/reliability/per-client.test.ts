@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import { connect } from 'node:net'
+import pg from 'pg'
 import { after, before, describe, test } from 'node:test'
 import request from 'supertest'
 import { SseClient } from '../support/sse.js'
@@ -14,7 +15,7 @@ import { startTestNode, type TestNode } from '../support/node.js'
 
 let node: TestNode
 before(async () => {
-  node = await startTestNode({ maxStreamsPerAddress: 5, maxConnectionsPerAddress: 40, newChatsPerMinutePerAddress: 3 })
+  node = await startTestNode({ maxStreamsPerAddress: 5, maxConnectionsPerAddress: 40, newChatsPerMinutePerAddress: 3, maxReadsPerAddress: 2 })
 })
 after(() => node.close())
 
@@ -110,5 +111,50 @@ describe('new rooms per client address', () => {
     assert.equal(stream, undefined, 'the refused room was not started')
     const again = await request(node.url).post('/chats/fresh-room-0/messages').send({ content: 'still talking here' })
     assert.equal(again.status, 201, again.text)
+  })
+})
+
+/** A JSON request sent from a given local address, answered with its status and body. */
+function jsonFrom(localAddress: string, method: string, path: string, body?: unknown): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body)
+    const req = http.request(`${node.url}${path}`, { method, localAddress, agent: false, headers: { accept: 'application/json', ...(payload ? { 'content-type': 'application/json' } : {}) } }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => (text += chunk))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+describe('reads per client address', () => {
+  test("one address's reads past 2 wait in its own line: twelve stuck searches hold 2 of the pool's connections, and another address reads and posts meanwhile", async () => {
+    // A lock on the search index holds every search inside the database, on its connection, until it goes.
+    const blocker = new pg.Client({ connectionString: node.databaseUrl })
+    await blocker.connect()
+    try {
+      await blocker.query('begin')
+      await blocker.query('lock table search_index in access exclusive mode')
+      const searches = Array.from({ length: 12 }, (_, i) => jsonFrom('127.0.0.1', 'GET', `/search?q=kettle${i}`))
+      // pg_stat_activity is read once per transaction unless told to look again.
+      const stuckInDatabase = async () =>
+        Number((await blocker.query(`select pg_stat_clear_snapshot(), (select count(*)::int from pg_stat_activity where wait_event_type = 'Lock' and query like '%websearch_to_tsquery%') as n`)).rows[0].n)
+      for (const deadline = Date.now() + 5_000; (await stuckInDatabase()) < 2 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20))
+      // Time for any more to arrive, had they been let through.
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      assert.equal(await stuckInDatabase(), 2, 'two searches of that address in the database, the other ten waiting in its line')
+      // Another address is not in that line: its page and its post go through while the searches wait (the pool has 10 connections).
+      const page = await jsonFrom('127.0.0.2', 'GET', '/chats/reads-elsewhere/messages')
+      assert.equal(page.status, 200, page.text)
+      const post = await jsonFrom('127.0.0.2', 'POST', '/chats/reads-elsewhere/messages', { content: 'not stuck behind the searches' })
+      assert.equal(post.status, 201, post.text)
+      await blocker.query('commit')
+      const answers = await Promise.all(searches)
+      assert.deepEqual(answers.map((answer) => answer.status), Array(12).fill(200), 'every search waited its turn and was answered')
+    } finally {
+      await blocker.end()
+    }
   })
 })

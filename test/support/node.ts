@@ -25,6 +25,7 @@ export async function startTestNode(props: Partial<NodeProps> = {}): Promise<Tes
     maxStreamsPerAddress: 10_000,
     maxConnectionsPerAddress: 10_000,
     newChatsPerMinutePerAddress: 0,
+    maxReadsPerAddress: 10_000,
     log: (level, message, error) => {
       if (process.env.TEST_LOG) console.error(`[node ${level}] ${message}`, error ?? '')
     },
