@@ -1,6 +1,9 @@
 import type { RequestHandler } from 'express'
 import { HttpError } from './errors.js'
 
+/** How long a read whose client left may go on holding its place without answering. */
+const ABANDONED_READ_MS = 10_000
+
 /**
  * At most `cap` reads (GET and HEAD: pages, searches, a message's history,
  * older messages, the chat as it was) of one client address run at once; the
@@ -25,12 +28,29 @@ export function readsPerAddress(cap: number, maxWaiting = 1_024): RequestHandler
     let client = clients.get(key)
     if (!client) clients.set(key, (client = { running: 0, waiting: [] }))
     const line = client
-    // 'close' comes once the answer is sent, or when the client went away before that.
     const start = () => {
-      res.once('close', () => {
-        const next = line.waiting.shift()
-        if (next) next()
+      let done = false
+      let timer: NodeJS.Timeout | undefined
+      const release = () => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        const waiting = line.waiting.shift()
+        // Its turn starts on the next turn of the event loop, not inside this answer's end().
+        if (waiting) setImmediate(waiting)
         else if (--line.running === 0) clients.delete(key)
+      }
+      // A read is over when it answers, which a handler does even for a
+      // client that has gone: freeing the place when the connection closes
+      // would let a client that hangs up at once start queries without end.
+      const end = res.end
+      res.end = ((...args: Parameters<typeof res.end>) => {
+        release()
+        return end.apply(res, args)
+      }) as typeof res.end
+      // One that never answers (a bug) gives its place back a while after its client left.
+      res.once('close', () => {
+        if (!done) timer = setTimeout(release, ABANDONED_READ_MS).unref()
       })
       next()
     }

@@ -129,32 +129,65 @@ function jsonFrom(localAddress: string, method: string, path: string, body?: unk
   })
 }
 
+/** The search index locked by another transaction: every search waits inside the database, on its connection, until `unlock`. */
+async function lockSearchIndex() {
+  const blocker = new pg.Client({ connectionString: node.databaseUrl })
+  await blocker.connect()
+  await blocker.query('begin')
+  await blocker.query('lock table search_index in access exclusive mode')
+  // pg_stat_activity is read once per transaction unless told to look again.
+  const stuck = async () =>
+    Number((await blocker.query(`select pg_stat_clear_snapshot(), (select count(*)::int from pg_stat_activity where wait_event_type = 'Lock' and query like '%websearch_to_tsquery%') as n`)).rows[0].n)
+  return {
+    /** Searches waiting on the lock in the database now. */
+    stuck,
+    /** Waits until `count` searches are stuck, then a little longer, for any more to arrive had they been let through. */
+    async settled(count: number): Promise<number> {
+      for (const deadline = Date.now() + 5_000; (await stuck()) < count && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20))
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      return stuck()
+    },
+    unlock: () => blocker.query('commit'),
+    close: () => blocker.end(),
+  }
+}
+
 describe('reads per client address', () => {
   test("one address's reads past 2 wait in its own line: twelve stuck searches hold 2 of the pool's connections, and another address reads and posts meanwhile", async () => {
-    // A lock on the search index holds every search inside the database, on its connection, until it goes.
-    const blocker = new pg.Client({ connectionString: node.databaseUrl })
-    await blocker.connect()
+    const lock = await lockSearchIndex()
     try {
-      await blocker.query('begin')
-      await blocker.query('lock table search_index in access exclusive mode')
       const searches = Array.from({ length: 12 }, (_, i) => jsonFrom('127.0.0.1', 'GET', `/search?q=kettle${i}`))
-      // pg_stat_activity is read once per transaction unless told to look again.
-      const stuckInDatabase = async () =>
-        Number((await blocker.query(`select pg_stat_clear_snapshot(), (select count(*)::int from pg_stat_activity where wait_event_type = 'Lock' and query like '%websearch_to_tsquery%') as n`)).rows[0].n)
-      for (const deadline = Date.now() + 5_000; (await stuckInDatabase()) < 2 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 20))
-      // Time for any more to arrive, had they been let through.
-      await new Promise((resolve) => setTimeout(resolve, 300))
-      assert.equal(await stuckInDatabase(), 2, 'two searches of that address in the database, the other ten waiting in its line')
+      assert.equal(await lock.settled(2), 2, 'two searches of that address in the database, the other ten waiting in its line')
       // Another address is not in that line: its page and its post go through while the searches wait (the pool has 10 connections).
       const page = await jsonFrom('127.0.0.2', 'GET', '/chats/reads-elsewhere/messages')
       assert.equal(page.status, 200, page.text)
       const post = await jsonFrom('127.0.0.2', 'POST', '/chats/reads-elsewhere/messages', { content: 'not stuck behind the searches' })
       assert.equal(post.status, 201, post.text)
-      await blocker.query('commit')
+      await lock.unlock()
       const answers = await Promise.all(searches)
       assert.deepEqual(answers.map((answer) => answer.status), Array(12).fill(200), 'every search waited its turn and was answered')
     } finally {
-      await blocker.end()
+      await lock.close()
+    }
+  })
+
+  test('a read whose client hangs up keeps its place until it answers: hanging up at once lets no address start more', async () => {
+    const lock = await lockSearchIndex()
+    try {
+      const hungUp = Array.from({ length: 2 }, (_, i) => {
+        const req = http.get(`${node.url}/search?q=gone${i}`, { localAddress: '127.0.0.1', agent: false, headers: { accept: 'application/json' } })
+        req.on('error', () => {})
+        return req
+      })
+      assert.equal(await lock.settled(2), 2)
+      for (const req of hungUp) req.destroy()
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      const after = Array.from({ length: 2 }, (_, i) => jsonFrom('127.0.0.1', 'GET', `/search?q=after${i}`))
+      assert.equal(await lock.settled(2), 2, 'the two searches nobody waits for still hold the places; the next two wait')
+      await lock.unlock()
+      assert.deepEqual((await Promise.all(after)).map((answer) => answer.status), [200, 200])
+    } finally {
+      await lock.close()
     }
   })
 })
