@@ -14,7 +14,8 @@ const ABANDONED_READ_MS = 10_000
  * connection, and another person's post waited 1.8 s (3 s at worst) in the
  * pool's queue instead of 10 ms. Refusing at once was worse: the flood turned
  * into 1,500 cheap refusals a second, which took the node's whole core, and a
- * post waited 12 s. Waiting in line costs the node nothing, and holds the
+ * post waited 12 s. Waiting in line costs the node only the waiting request
+ * (at most `maxWaiting` of them per address), and holds the
  * flood to what `cap` reads at a time can do. A browser tab has one or two
  * reads in flight, and people behind one NAT rarely more than a handful at
  * the same moment; they wait a moment rather than see an error. Live streams
