@@ -14,6 +14,7 @@ import { migrateToLatest } from './db/migrate.js'
 import { CoalescedNotify } from './event-store/notify.js'
 import { clientAddress, PerClient } from './http/client-address.js'
 import { describeError, HttpError } from './http/errors.js'
+import { expressMessages } from './http/express-messages.js'
 import { toOriginForm } from './http/request-target.js'
 import { messageRenderer, partialRenderer } from './http/views.js'
 import { eventsRoute } from './live/events-route.js'
@@ -254,7 +255,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   }
   // Timeouts below are enforced by a periodic sweep (30 s by default, which
   // would let a slow client hold a socket three times longer than intended).
-  const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
+  const server = createServer({ connectionsCheckingInterval: 1_000, ...expressMessages(app) }, (req, res) => {
     // A throw here would be an uncaught exception, which stops the process.
     try {
       if (!toOriginForm(req)) return lastResort(req, res, new HttpError(400, 'The request target must be a path such as /chats/tea, or a valid absolute http:// URL.'))
