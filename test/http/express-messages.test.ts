@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { test } from 'node:test'
 import express from 'express'
 import { expressMessages } from '../../src/http/express-messages.js'
+import { startTestNode } from '../support/node.js'
 
 test("requests and responses are born with the app's prototypes, and are still Node's own", async () => {
   const app = express()
@@ -36,5 +37,19 @@ test("requests and responses are born with the app's prototypes, and are still N
     assert.deepEqual(seen, Array(2).fill({ request: true, response: true, nodeRequest: true, nodeResponse: true }))
   } finally {
     await new Promise((resolve) => server.close(resolve))
+  }
+})
+
+test("the node's own server makes them so: before Express sees a request, its prototype already carries the app", async () => {
+  const node = await startTestNode()
+  const bornWithApp: boolean[] = []
+  // Ahead of the node's handler: what Node made, before Express's setPrototypeOf could run.
+  node.server.prependListener('request', (req: IncomingMessage) => void bornWithApp.push(Object.prototype.hasOwnProperty.call(Object.getPrototypeOf(req), 'app')))
+  try {
+    assert.equal((await fetch(`${node.url}/healthz`)).status, 200)
+    assert.equal((await fetch(`${node.url}/chats/tea`)).status, 200)
+    assert.deepEqual(bornWithApp, [true, true])
+  } finally {
+    await node.close()
   }
 })
