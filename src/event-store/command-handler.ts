@@ -141,6 +141,8 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   private queue: Job<Command>[] = []
   private running = 0
   private idleWaiters: (() => void)[] = []
+  /** Due when the oldest command that may be shed has waited maxWaitMs. */
+  private shedTimer: NodeJS.Timeout | undefined
 
   constructor(props: CommandHandlerProps<Command, Event, State>) {
     this.props = props
@@ -170,6 +172,7 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     return new Promise((resolve, reject) => {
       this.queue.push({ command, queuedAt: performance.now(), attempts: 0, solo: false, resolve, reject })
       this.pump()
+      this.shedOnTime()
     })
   }
 
@@ -226,6 +229,25 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
       } else kept.push(job)
     }
     this.queue = kept
+  }
+
+  /**
+   * Sheds what waited too long even while no batch can start: when every
+   * batch is stuck (a stalled database, a lock held elsewhere), `takeBatch`
+   * does not run, and without this a command would wait for the stall to
+   * end before hearing "503, try again" — 9.5 s instead of 2 in a 10 s
+   * stall.
+   */
+  private shedOnTime(): void {
+    if (this.shedTimer) return
+    const oldest = this.queue.find((job) => job.attempts === 0 && !job.solo)
+    if (!oldest) return
+    this.shedTimer = setTimeout(() => {
+      this.shedTimer = undefined
+      this.shedStale()
+      this.shedOnTime()
+    }, Math.max(0, oldest.queuedAt + this.maxWaitMs - performance.now()) + 1)
+    this.shedTimer.unref()
   }
 
   /**

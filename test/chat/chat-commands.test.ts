@@ -325,6 +325,34 @@ describe('under more load than the node sustains', () => {
     assert.equal(await eventCount('shed-wait'), results.length - refused.length)
   })
 
+  test('commands waiting behind a stalled database are shed when their wait is up, not when the stall ends', async () => {
+    // The chat's lock held elsewhere: the first batch waits on it, and with one batch at a time nothing else can start.
+    const holder = await node.pool.connect()
+    let stallOver = false
+    try {
+      await holder.query(`select pg_advisory_lock(hashtextextended('chat-shed-stall', 0))`)
+      const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1, maxBatch: 1, maxWaitMs: 200 })
+      const stuck = handler.handle(command('shed-stall', 'first'))
+      const waiting = Array.from({ length: 5 }, (_, i) =>
+        handler.handle(command('shed-stall', `person-${i}`)).then(
+          () => ({ shed: false, duringStall: !stallOver }),
+          (error: unknown) => ({ shed: error instanceof Overloaded, duringStall: !stallOver }),
+        ),
+      )
+      // The stall lasts until every waiting command has its answer, or 10 s.
+      const answers = await Promise.race([Promise.all(waiting), new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))])
+      stallOver = true
+      await holder.query(`select pg_advisory_unlock(hashtextextended('chat-shed-stall', 0))`)
+      await stuck
+      assert.ok(answers, 'the waiting commands had no answer after 10 s of stall')
+      assert.deepEqual(answers, Array.from({ length: 5 }, () => ({ shed: true, duringStall: true })))
+      assert.equal(await eventCount('shed-stall'), 1, 'only the command that was under way is in the log')
+    } finally {
+      stallOver = true
+      holder.release()
+    }
+  })
+
   test('POST answers 503 with Retry-After and a readable reason when its command is shed', async () => {
     const original = node.chats.handle.bind(node.chats)
     node.chats.handle = () => Promise.reject(new Overloaded(2))
