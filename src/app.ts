@@ -163,6 +163,9 @@ export function createApp(deps: AppDeps): express.Express {
         skip: (req) => req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS' || TYPING_PATH.test(req.path),
         standardHeaders: 'draft-7',
         legacyHeaders: false,
+        // Whom to trust for X-Forwarded-For is TRUST_PROXY's decision, made on purpose: the library's
+        // second-guessing of it printed a raw stack to the log for any client that sent the header.
+        validate: { xForwardedForHeader: false, trustProxy: false },
         handler: (_req, _res, next, options) =>
           next(new HttpError(429, 'Too many messages from your address. Wait a minute and try again.', { 'Retry-After': String(Math.ceil(options.windowMs / 1000)) })),
       }),

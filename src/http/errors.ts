@@ -54,7 +54,8 @@ export function wantsJson(req: Request): boolean {
 export function errorHandler({ onError }: { onError: (error: unknown, req: Request) => void }) {
   return (error: unknown, req: Request, res: Response, _next: NextFunction) => {
     const described = describeError(error)
-    if (described.status >= 500) onError(error, req)
+    // Load shed on purpose is not a failure: the request log line says 503 (at warn), no stack.
+    if (described.status >= 500 && !(error instanceof Overloaded)) onError(error, req)
     if (res.headersSent) return res.end()
     res.status(described.status).set(described.headers)
     if (wantsJson(req)) return res.json({ error: described.message })

@@ -81,11 +81,15 @@ export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }
     },
     // Probes and scrapes arrive every few seconds: visible at debug level, and whenever they fail.
     customLogLevel: (req, res, error) => {
+      // A 503 with no error behind it is load shed on purpose (a full queue, a wait that ran out): worth a warning, not an error with a stack.
+      if (res.statusCode === 503 && !error && !res.err) return 'warn'
       if (error || res.statusCode >= 500) return 'error'
       if (QUIET_PATHS.has(urlOf(req).split('?')[0]!) && res.statusCode < 400) return 'debug'
       return 'info'
     },
     customSuccessMessage: (req, res, ms) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} ${ms} ms`,
+    // pino-http makes up an Error (its own stack, nothing of ours) for a 5xx that carries none.
+    customErrorObject: (_req, res, _error, value) => (res.err ? value : { ...value, err: undefined }),
     customErrorMessage: (req, res, error) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`,
   })
   return logging

@@ -340,7 +340,9 @@ describe('under more load than the node sustains', () => {
         ),
       )
       // The stall lasts until every waiting command has its answer, or 10 s.
-      const answers = await Promise.race([Promise.all(waiting), new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))])
+      let timer: NodeJS.Timeout | undefined
+      const answers = await Promise.race([Promise.all(waiting), new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 10_000)))])
+      clearTimeout(timer)
       stallOver = true
       await holder.query(`select pg_advisory_unlock(hashtextextended('chat-shed-stall', 0))`)
       await stuck

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import request from 'supertest'
+import { Overloaded } from '../../src/event-store/command-handler.js'
 import { createLogger } from '../../src/ops/logger.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
@@ -82,6 +83,22 @@ describe('structured logs and request ids', () => {
     const later = await request(node.url).get('/chats/later/messages').set('Accept', 'application/json').expect(200)
     await lineFor(String(later.headers['x-request-id']))
     for (const res of [probe, scrape]) assert.equal(lines.find((line) => line.reqId === res.headers['x-request-id']), undefined)
+  })
+
+  test('a post shed under load (503) logs one warning, without a stack: it is the node protecting itself, not a failure', async () => {
+    const original = node.chats.handle.bind(node.chats)
+    node.chats.handle = () => Promise.reject(new Overloaded(2))
+    try {
+      const res = await request(node.url).post('/chats/shed-log/messages').send({ content: 'too busy?' }).expect(503)
+      const requestId = String(res.headers['x-request-id'])
+      const line = await lineFor(requestId)
+      assert.equal(line.level, 40)
+      assert.match(line.msg, /^POST \/chats\/shed-log\/messages 503 /)
+      assert.equal(line.err, undefined)
+      assert.equal(lines.filter((candidate) => candidate.reqId === requestId).length, 1)
+    } finally {
+      node.chats.handle = original
+    }
   })
 
   test('a request that fails on the server logs one error line, with the error and its stack, under its request id', async () => {

@@ -73,3 +73,18 @@ test('typing hints are not messages: an address that used up its posts can still
   await request(node.url).post('/chats/flood-guard/messages').send({ content: 'one more' }).expect(429)
   for (let i = 0; i < 45; i++) await request(node.url).post('/chats/flood-guard/typing').expect(204)
 })
+
+test('a client sending X-Forwarded-For to a node that trusts no proxy prints nothing to the log: whom to trust is TRUST_PROXY\'s decision', async () => {
+  // A node of its own: the rate limiter checks its settings on the first request it sees.
+  const fresh = await startTestNode({ postsPerMinutePerAddress: 40 })
+  const printed: unknown[][] = []
+  const original = console.error
+  console.error = (...args: unknown[]) => void printed.push(args)
+  try {
+    await request(fresh.url).post('/chats/forwarded/messages').set('x-forwarded-for', '203.0.113.9').send({ content: 'hi' }).expect(201)
+  } finally {
+    console.error = original
+    await fresh.close()
+  }
+  assert.deepEqual(printed, [])
+})
