@@ -44,6 +44,7 @@ const BAD_INPUTS: BadInput[] = [
   { name: 'a cross-site form post (Sec-Fetch-Site)', send: () => form('/chats/tea/messages').set('sec-fetch-site', 'cross-site').send({ content: 'csrf' }), status: 403, says: /another site/ },
   { name: 'a same-site (not same-origin) form post', send: () => form('/chats/tea/messages').set('sec-fetch-site', 'same-site').send({ content: 'csrf' }), status: 403, says: /another site/ },
   { name: 'a post from another Origin', send: () => form('/chats/tea/messages').set('origin', 'https://evil.example').send({ content: 'csrf' }), status: 403, says: /another origin/ },
+  { name: 'a post that says same-origin but comes from another Origin', send: () => form('/chats/tea/messages').set('sec-fetch-site', 'same-origin').set('origin', 'https://evil.example').send({ content: 'csrf' }), status: 403, says: /another origin/ },
   { name: 'a post with Origin: null', send: () => form('/chats/tea/messages').set('origin', 'null').send({ content: 'csrf' }), status: 403, says: /another origin/ },
   { name: 'a cross-site POST /session', send: () => form('/session').set('sec-fetch-site', 'cross-site').send({ name: 'pwned' }), status: 403, says: /another site/ },
   { name: 'an empty name', send: () => form('/session').send({ name: '  ', chatId: 'tea' }), status: 422, says: /Pick a name/ },
