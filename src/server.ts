@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type pg from 'pg'
 import { createApp } from './app.js'
 import type { TrustProxy } from './config.js'
@@ -279,6 +280,13 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       socket.once('close', () => connections.give(address))
     })
   }
+  // Node hands CONNECT (a proxy tunnel) to 'connect' listeners and, with none, drops the socket
+  // without a word: this is no proxy, and says so.
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    log('warn', `CONNECT ${withoutSecrets(String(req.url).slice(0, 300))} from ${req.socket.remoteAddress}: 405`)
+    const body = 'This server is not a proxy: it does not take CONNECT.\n'
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD, POST\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  })
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000
   server.requestTimeout = Math.max(30_000, server.headersTimeout)

@@ -198,6 +198,7 @@ describe('odd request targets and failing error pages answer plainly: a 4xx, no 
     ['the asterisk form', 'OPTIONS * HTTP/1.1', 400],
     ['a path that reads as a host with a bad port', 'GET //a:99999/x?y=1 HTTP/1.1', 404],
     ['a secret in a path like that', 'GET //a:99999/dashboard?token=1 HTTP/1.1', 404],
+    ['CONNECT, as to a proxy (Node drops it without a word unless told)', 'CONNECT a:443 HTTP/1.1', 405],
   ]
   for (const [what, requestLine, status] of cases) {
     test(`${what} answers ${status}`, async () => {
