@@ -11,7 +11,7 @@ import type { Presence } from './presence.js'
 const EVENTS_PATH = /^\/chats\/([^/?]+)\/events\/?(?:\?(.*))?$/
 
 /**
- * `GET /chats/:chatId/events` (and HEAD; other methods 405), served on plain node:http ahead of Express.
+ * `GET /chats/:chatId/events` (and HEAD; OPTIONS says which; other methods 405), served on plain node:http ahead of Express.
  * A stream stays open as long as someone reads the chat, so whatever a
  * request carries lives as long: Express's per-request state (parsed
  * cookies, a session, locals, document security headers, a logger) would
@@ -52,6 +52,12 @@ export function eventsRoute({ hub, presence, visits, sessionSecret, renderPeople
     let withPresence: boolean
     const client = clientOf(req)
     try {
+      if (req.method === 'OPTIONS') {
+        // As Express answers OPTIONS on every other address: what it takes.
+        res.writeHead(204, { Allow: 'GET, HEAD' })
+        res.end()
+        return true
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'A chat\'s event stream is read with GET (or HEAD for its headers).', { Allow: 'GET, HEAD' })
       const typed = decode(match[1]!)
       // As for the chat page: a name typed with capitals means the same room (EventSource follows the redirect).

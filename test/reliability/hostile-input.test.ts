@@ -345,7 +345,13 @@ describe('methods on the event stream', () => {
     assert.equal((await fetch(`${node.url}/chats/tea/events?after=x`, { method: 'HEAD' })).status, 400)
   })
 
-  for (const method of ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']) {
+  test('OPTIONS says which methods it takes, as on every other address', async () => {
+    const res = await fetch(`${node.url}/chats/tea/events`, { method: 'OPTIONS' })
+    assert.ok(res.status === 200 || res.status === 204, `got ${res.status}`)
+    assert.equal(res.headers.get('allow'), 'GET, HEAD')
+  })
+
+  for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
     test(`${method} answers 405 with Allow: GET, HEAD and a readable reason`, async () => {
       const res = await fetch(`${node.url}/chats/tea/events`, { method, headers: { accept: 'application/json' } })
       assert.equal(res.status, 405)
