@@ -247,7 +247,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   // this answers instead, as plainly as a page that cannot be rendered.
   const handle = app as unknown as (req: IncomingMessage, res: ServerResponse, done: (error?: unknown) => void) => void
   const lastResort = (req: IncomingMessage, res: ServerResponse, error: unknown) => {
-    const described = error === undefined ? new HttpError(404, 'There is nothing at this address.') : describeError(error)
+    const described = error === undefined ? new HttpError(404, 'There is nothing at this address.') : describeError(error, req.method)
     const target = withoutSecrets(String(req.url).slice(0, 300))
     log(described.status >= 500 ? 'error' : 'warn', `${req.method} ${target} from ${req.socket.remoteAddress}: ${described.status}, ${described.message}`, described.status >= 500 ? error : undefined)
     if (res.headersSent) return void res.destroy()

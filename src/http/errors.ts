@@ -27,8 +27,8 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|connect ECONNREFUSED/i.test(e?.message ?? '')
 }
 
-/** Status, message and headers for any error, without leaking internals. */
-export function describeError(error: unknown): HttpError {
+/** Status, message and headers for any error, without leaking internals; `method` words it for a read or a write. */
+export function describeError(error: unknown, method = 'POST'): HttpError {
   if (error instanceof HttpError) return error
   if (error instanceof Rejection) {
     return new HttpError(error.status, error.message, error.retryAfterSeconds ? { 'Retry-After': String(error.retryAfterSeconds) } : {})
@@ -40,7 +40,10 @@ export function describeError(error: unknown): HttpError {
   if (e?.type === 'entity.parse.failed') return new HttpError(400, 'The request body is not valid JSON.')
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new HttpError(415, 'Unsupported request encoding.')
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new HttpError(e.status, 'Bad request.')
-  if (isDatabaseUnavailable(error)) return new HttpError(503, 'The database is unreachable right now, so nothing was saved. Try again in a moment.', { 'Retry-After': '2' })
+  if (isDatabaseUnavailable(error)) {
+    const what = method === 'GET' || method === 'HEAD' ? 'this cannot be shown' : 'nothing was saved'
+    return new HttpError(503, `The database is unreachable right now, so ${what}. Try again in a moment.`, { 'Retry-After': '2' })
+  }
   return new HttpError(500, 'Something went wrong on our side. Nothing you did; try again.')
 }
 
@@ -53,7 +56,7 @@ export function wantsJson(req: Request): boolean {
 /** One place turns every error into a page, an htmx fragment, or JSON. */
 export function errorHandler({ onError }: { onError: (error: unknown, req: Request) => void }) {
   return (error: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const described = describeError(error)
+    const described = describeError(error, req.method)
     // Load shed on purpose is not a failure: the request log line says 503 (at warn), no stack.
     if (described.status >= 500 && !(error instanceof Overloaded)) onError(error, req)
     if (res.headersSent) return res.end()

@@ -51,8 +51,8 @@ export function probeRoutes({ metrics, readiness, dashboardToken, secureCookies 
   })
 
   // Probes read text, and the HTML error page needs the session these routes run without.
-  router.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const described = describeError(error)
+  router.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const described = describeError(error, req.method)
     if (described.status >= 500) res.err = error instanceof Error ? error : new Error(String(error))
     res.status(described.status).set(described.headers).type('text').send(`${described.message}\n`)
   })

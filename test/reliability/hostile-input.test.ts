@@ -309,6 +309,8 @@ describe('when the database is unavailable', () => {
       const page = await request(closed.url).get('/chats/closed')
       assert.equal(page.status, 503, page.text.slice(0, 200))
       assert.ok(Number(page.headers['retry-after']) > 0)
+      // A read saves nothing, so it does not say "nothing was saved".
+      assert.match(page.text, /database is unreachable right now, so this cannot be shown/)
       const post = await request(closed.url).post('/chats/closed/messages').send({ content: 'anyone?' })
       assert.equal(post.status, 503)
       assert.match(post.body.error, /nothing was saved/)
