@@ -71,13 +71,14 @@ export function escapeHtml(text: string): string {
   return ejs.escapeXML(text)
 }
 
-/** `past`: the message as time travel shows it, read-only (its reactions shown, no forms). */
-export type MessageRenderer = (message: Message, mode?: 'live' | 'past') => string
+/** `past`: the message as time travel shows it, read-only (its reactions shown, no forms). `keep: false`: render (or reuse) without keeping it. */
+export type MessageRenderer = (message: Message, mode?: 'live' | 'past', keep?: boolean) => string
 
 /**
  * One node's message HTML: the partial compiled once, and each message
- * rendered once per state, then reused by the live stream, pages and "load
- * older" alike. A message changes (edits, reactions, a retraction), so the
+ * rendered once per state for pages, "load older" and command replies,
+ * which reuse it (the live stream renders each change once, and keeps
+ * nothing). A message changes (edits, reactions, a retraction), so the
  * key is the chat version of its latest change. Nothing else may change it
  * (not the day: see `stamp`). Templates reach it as `messageHtml`.
  */
@@ -93,12 +94,12 @@ export function messageRenderer(max = 20_000): MessageRenderer {
     destructuredLocals: ['message', 'readOnly', ...Object.keys(helpers)],
   })
   const rendered = new LRUCache<string, string>({ max })
-  return (message, mode = 'live') => {
+  return (message, mode = 'live', keep = true) => {
     const key = `${mode} ${message.chatId} ${message.messageId} ${message.changedVersion}`
     let html = rendered.get(key)
     if (html === undefined) {
       html = template({ ...helpers, message, readOnly: mode === 'past' }).trim()
-      rendered.set(key, html)
+      if (keep) rendered.set(key, html)
     }
     return html
   }
