@@ -90,7 +90,10 @@ export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }
     customSuccessMessage: (req, res, ms) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} ${ms} ms`,
     // pino-http makes up an Error (its own stack, nothing of ours) for a 5xx that carries none.
     customErrorObject: (_req, res, _error, value) => (res.err ? value : { ...value, err: undefined }),
-    customErrorMessage: (req, res, error) => `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`,
+    customErrorMessage: (req, res, error) =>
+      res.err || res.statusCode !== 503
+        ? `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`
+        : `${req.method} ${withoutSecrets(urlOf(req))} 503: shed, the node was too busy`,
   })
   return logging
 }

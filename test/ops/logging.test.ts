@@ -93,7 +93,7 @@ describe('structured logs and request ids', () => {
       const requestId = String(res.headers['x-request-id'])
       const line = await lineFor(requestId)
       assert.equal(line.level, 40)
-      assert.match(line.msg, /^POST \/chats\/shed-log\/messages 503 /)
+      assert.equal(line.msg, 'POST /chats/shed-log/messages 503: shed, the node was too busy')
       assert.equal(line.err, undefined)
       assert.equal(lines.filter((candidate) => candidate.reqId === requestId).length, 1)
     } finally {
