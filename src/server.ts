@@ -251,7 +251,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   // this answers instead, as plainly as a page that cannot be rendered.
   const handle = app as unknown as (req: IncomingMessage, res: ServerResponse, done: (error?: unknown) => void) => void
   const lastResort = (req: IncomingMessage, res: ServerResponse, error: unknown) => {
-    const described = error === undefined ? new HttpError(404, 'There is nothing at this address.') : describeError(error, req.method)
+    const described = error === undefined ? new HttpError(404, 'There is nothing at this address.') : describeError(error, req.method ?? 'GET')
     const target = withoutSecrets(String(req.url).slice(0, 300))
     log(described.status >= 500 ? 'error' : 'warn', `${req.method} ${target} from ${req.socket.remoteAddress}: ${described.status}, ${described.message}`, described.status >= 500 ? error : undefined)
     if (res.headersSent) return void res.destroy()
@@ -278,8 +278,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
       const address = socket.remoteAddress ?? ''
       if (!connections.take(address)) {
         // Answered before reading a request, and closed: a clear refusal rather than a reset.
-        const body = 'Too many connections from your address; close some and try again.\n'
-        return void socket.end(`HTTP/1.1 429 Too Many Requests\r\nRetry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+        return refuseOnSocket(socket, '429 Too Many Requests', { 'Retry-After': '10' }, 'Too many connections from your address; close some and try again.')
       }
       socket.once('close', () => connections.give(address))
     })
@@ -288,8 +287,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   // without a word: this is no proxy, and says so.
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     log('warn', `CONNECT ${withoutSecrets(String(req.url).slice(0, 300))} from ${req.socket.remoteAddress}: 405`)
-    const body = 'This server is not a proxy: it does not take CONNECT.\n'
-    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD, POST\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    refuseOnSocket(socket, '405 Method Not Allowed', { Allow: 'GET, HEAD, POST' }, 'This server is not a proxy: it does not take CONNECT.')
   })
   // Slow clients cannot pin the server: bounded time to send headers and a request.
   server.headersTimeout = props.headersTimeoutMs ?? 10_000
@@ -323,4 +321,11 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
     })())
 
   return { server, url, pool, db, hub, projector, projectors, visits, listener, chats, presence, metrics, sampler, stop }
+}
+
+/** A plain-text refusal written on a socket that has no response object (no request read, or one Node does not serve), then closed. */
+function refuseOnSocket(socket: Duplex, status: string, headers: Record<string, string>, message: string): void {
+  const body = `${message}\n`
+  const lines = Object.entries({ ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), Connection: 'close' }).map(([name, value]) => `${name}: ${value}\r\n`)
+  socket.end(`HTTP/1.1 ${status}\r\n${lines.join('')}\r\n${body}`)
 }

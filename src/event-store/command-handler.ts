@@ -242,6 +242,7 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     if (this.shedTimer) return
     const oldest = this.queue.find((job) => job.attempts === 0 && !job.solo)
     if (!oldest) return
+    // A millisecond past the deadline: timers count whole milliseconds on libuv's clock, and shedStale sheds only what is at or past it.
     this.shedTimer = setTimeout(() => {
       this.shedTimer = undefined
       this.shedStale()

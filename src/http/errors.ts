@@ -28,7 +28,7 @@ export function isDatabaseUnavailable(error: unknown): boolean {
 }
 
 /** Status, message and headers for any error, without leaking internals; `method` words it for a read or a write. */
-export function describeError(error: unknown, method = 'POST'): HttpError {
+export function describeError(error: unknown, method: string): HttpError {
   if (error instanceof HttpError) return error
   if (error instanceof Rejection) {
     return new HttpError(error.status, error.message, error.retryAfterSeconds ? { 'Retry-After': String(error.retryAfterSeconds) } : {})
