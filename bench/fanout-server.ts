@@ -69,7 +69,8 @@ const server = createServer((req, res) => {
   res.writeHead(404).end()
 })
 server.keepAliveTimeout = 5_000
-await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+// The app's listen backlog, so that both open their streams on the same footing.
+await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, resolve))
 
 serveParent(
   { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` },

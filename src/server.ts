@@ -81,6 +81,14 @@ export interface AppNode {
 }
 
 /**
+ * Connections the kernel holds for the node until it accepts them. Node's
+ * default, 511, drops the rest of a burst (thousands of pages reconnecting
+ * after a restart), and a client whose SYN was dropped waits a second before
+ * it tries again. The kernel caps this at `net.core.somaxconn`.
+ */
+const LISTEN_BACKLOG = 4096
+
+/**
  * Builds and starts one app node on a database: migrations, pool, projector,
  * live hub, one LISTEN connection, HTTP server. Reads no environment (that is
  * main.ts's job), so tests start real nodes with it too.
@@ -295,7 +303,7 @@ export async function startNode(props: NodeProps): Promise<AppNode> {
   server.keepAliveTimeout = 5_000
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(props.port ?? 0, props.host ?? '0.0.0.0', () => resolve())
+    server.listen({ port: props.port ?? 0, host: props.host ?? '0.0.0.0', backlog: LISTEN_BACKLOG }, () => resolve())
   })
   const { port } = server.address() as AddressInfo
   const url = `http://127.0.0.1:${port}`
