@@ -18,7 +18,6 @@ import { randomUUID } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { cpus, loadavg, totalmem } from 'node:os'
-import { connect, type Socket } from 'node:net'
 import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { messagesProjection } from '../src/chat/messages-projection.js'
@@ -29,7 +28,7 @@ import { migrateToLatest } from '../src/db/migrate.js'
 import { Projector } from '../src/projector/projector.js'
 import { cpuShares, describeShares, ownCpuMs, treeCpuMs } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
-import { closedLoop, COMPOSER, FORM, openLoop, stampedPost, type LoadResult } from './lib/load.js'
+import { closedLoop, COMPOSER, FORM, loadPool, openLoop, stampedPost, type LoadResult } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
 import { benchSession, KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
 import { median, nowMs, percentile, Samples, sleep } from './lib/stats.js'
@@ -296,6 +295,7 @@ async function p2(server: BenchServer): Promise<void> {
     const cpu0 = await cpuOfChild(server, app)
     const shares = cpuShares({ node: () => treeCpuMs(app.process.pid!), postgres: () => (server.postmasterPid ? treeCpuMs(server.postmasterPid) : NaN), subscribers: () => treeCpuMs(clients.process.pid!), poster: ownCpuMs })
     const started = performance.now()
+    const startedAt = nowMs()
     const sent = await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2Seconds * 1000, connections: 32, next: post })
     const inUse = shares()
     const cpu1 = await cpuOfChild(server, app)
@@ -303,7 +303,14 @@ async function p2(server: BenchServer): Promise<void> {
     const drainedMs = loadMs - SIZES.p2Seconds * 1000
     if (drainedMs > 1000) notes.push(`P2: the last answers came ${fmt(drainedMs / 1000, 1)} s after the last post: the app did not keep up with ${SIZES.p2Rate} msg/s, so the latencies are mostly queueing`)
     await sleep(1000)
-    const latency = await clients.ask<{ count: number; p50: number; p99: number; max: number }>({ type: 'latencies' })
+    const answer = await clients.ask<{ samples: number[]; moments: [number, number][] }>({ type: 'latencySamples' })
+    const latency = { count: answer.samples.length, p50: percentile(answer.samples, 50), p99: percentile(answer.samples, 99), max: answer.samples[answer.samples.length - 1] ?? NaN }
+    if (latency.p99 > 25) {
+      // A few slow moments (a pause somewhere) read differently from slow posts all through the run (a node that cannot keep up).
+      const slow = answer.moments.filter(([, slowest]) => slowest > 25)
+      const worst = [...slow].sort((a, b) => b[1] - a[1]).slice(0, 6)
+      notes.push(`P2: ${slow.length} of ${answer.moments.length} quarter seconds had a delivery over 25 ms; the slowest (seconds after the start: slowest delivery): ${worst.map(([at, slowest]) => `+${fmt((at - startedAt) / 1000, 2)} s: ${ms(slowest)}`).join(', ')}`)
+    }
     const expected = acceptedCount(sent) * perChat
     if (latency.count !== expected) notes.push(`P2: ${latency.count} deliveries seen, ${expected} expected`)
     console.log(`    ${sent.sent} posts (${JSON.stringify(sent.statuses)}), ${latency.count} deliveries`)
@@ -413,7 +420,6 @@ async function p10(server: BenchServer): Promise<void> {
   // Many people, so that none comes near the 30 a minute one person may give in a chat.
   const cookies = Array.from({ length: 200 }, (_, i) => benchSession(`bench person ${i}`))
   const json = (cookie: string) => ({ 'content-type': 'application/json', accept: 'application/json', cookie })
-  const sockets: Socket[] = []
   try {
     const text = 'a line of history that a stream replays '.repeat(Math.ceil(sizes.messageChars / 40)).slice(0, sizes.messageChars)
     for (let from = 0; from < sizes.messages; from += 50) {
@@ -431,12 +437,15 @@ async function p10(server: BenchServer): Promise<void> {
       headers: json(cookies[100 + (i % 100)]!),
       body: JSON.stringify({ content: `${round} post ${i}`, commandId: randomUUID() }),
     })
+    // The other people's connections stay open through every phase, as their pages' do:
+    // a connection opened amid the streams' burst would wait behind it to be accepted.
+    const posters = loadPool(app.ready.url, 4)
     const timed = async (round: string) => {
       const latencies = new Samples()
       let peakRss = 0
       const sampler = setInterval(() => void app.ask<{ rss: number }>({ type: 'rssNow' }).then(({ rss }) => (peakRss = Math.max(peakRss, rss)), () => {}), 250)
       try {
-        const sent = await openLoop(app.ready.url, { rate: sizes.rate, durationMs: sizes.seconds * 1000, connections: 4, next: posts(round), answered: (_spec, _status, took) => latencies.push(took) })
+        const sent = await openLoop(app.ready.url, { rate: sizes.rate, durationMs: sizes.seconds * 1000, connections: 4, pool: posters, next: posts(round), answered: (_spec, _status, took) => latencies.push(took) })
         const refused = Object.entries(sent.statuses).filter(([status]) => !ACCEPTED.includes(status))
         if (refused.length > 0 || sent.errors > 0) notes.push(`P10 ${round}: refused or failed posts: ${JSON.stringify(Object.fromEntries(refused))}, errors ${sent.errors}`)
       } finally {
@@ -446,29 +455,27 @@ async function p10(server: BenchServer): Promise<void> {
       return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), peakRss }
     }
     const before = await timed('before')
-    let answered = 0
-    for (let i = 0; i < sizes.streams; i++) {
-      const socket = connect({ host: url.hostname, port: Number(url.port), localAddress: `127.0.0.${2 + (i % sizes.addresses)}` }, () => {
-        socket.write(`GET /chats/history/events?after=0 HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`)
-      })
-      // The answer's first bytes say it was taken; then nothing more is read, ever.
-      socket.once('data', (chunk) => {
-        if (chunk.toString('latin1').startsWith('HTTP/1.1 200')) answered++
-        socket.pause()
-      })
-      socket.on('error', () => {})
-      sockets.push(socket)
-      if (i % 100 === 99) await sleep(20)
+    // The streams come from a process of their own: opening 1,500 sockets in
+    // the poster's event loop would delay its own posts and time that.
+    const clients = await startChild('sse-clients.ts')
+    try {
+      const opening = timed('opening')
+      const { answered, ms: openMs } = await clients.ask<{ answered: number; ms: number }>({ type: 'neverReading', host: url.hostname, port: Number(url.port), path: '/chats/history/events?after=0', count: sizes.streams, addresses: sizes.addresses })
+      if (answered < sizes.streams) notes.push(`P10: only ${answered} of ${sizes.streams} streams were answered 200`)
+      const whileOpening = await opening
+      const during = await timed('during')
+      console.log(`    ${fmt(answered)} streams answered in ${fmt(openMs / 1000, 1)} s; posts before them: p50 ${ms(before.p50)}, p99 ${ms(before.p99)}, RSS ${fmt(before.peakRss / 2 ** 20)} MB; while they opened (the first ${sizes.seconds} s): p50 ${ms(whileOpening.p50)}, p99 ${ms(whileOpening.p99)}, RSS ${fmt(whileOpening.peakRss / 2 ** 20)} MB; with them open: p50 ${ms(during.p50)}, p99 ${ms(during.p99)}, RSS ${fmt(during.peakRss / 2 ** 20)} MB`)
+      const streams = `${fmt(sizes.streams)} never-reading streams from the start of a ${fmt((sizes.messages * sizes.messageChars) / 1e6, 1)} MB chat`
+      const baseline = `${ms(before.p50)} / ${ms(before.p99)} (same posts, no such streams)`
+      report({ id: 'P10', figure: `${streams}: another person's POST p50 / p99`, app: `${ms(during.p50)} / ${ms(during.p99)}`, baseline, ratio: ratio(during.p99 / before.p99), target: 'p99 < 100 ms', met: during.p99 < 100 })
+      report({ id: 'P10', figure: `the same in the ${sizes.seconds} s from their first connect (opening, replaying)`, app: `${ms(whileOpening.p50)} / ${ms(whileOpening.p99)}`, baseline, ratio: ratio(whileOpening.p99 / before.p99), target: 'p99 < 100 ms', met: whileOpening.p99 < 100 })
+      const peakRss = Math.max(whileOpening.peakRss, during.peakRss)
+      report({ id: 'P10', figure: 'the node\'s RSS meanwhile (highest sample)', app: `${fmt(peakRss / 2 ** 20)} MB`, baseline: `${fmt(before.peakRss / 2 ** 20)} MB (no such streams)`, ratio: '', target: '< 400 MB', met: peakRss < 400 * 2 ** 20 })
+    } finally {
+      await clients.stop()
+      await posters.close()
     }
-    for (const deadline = Date.now() + 30_000; answered < sizes.streams && Date.now() < deadline; ) await sleep(50)
-    if (answered < sizes.streams) notes.push(`P10: only ${answered} of ${sizes.streams} streams were answered 200`)
-    const during = await timed('during')
-    console.log(`    ${fmt(answered)} streams answered; posts before them: p50 ${ms(before.p50)}, p99 ${ms(before.p99)}, RSS ${fmt(before.peakRss / 2 ** 20)} MB; with them: p50 ${ms(during.p50)}, p99 ${ms(during.p99)}, RSS ${fmt(during.peakRss / 2 ** 20)} MB`)
-    const streams = `${fmt(sizes.streams)} never-reading streams from the start of a ${fmt((sizes.messages * sizes.messageChars) / 1e6, 1)} MB chat`
-    report({ id: 'P10', figure: `${streams}: another person's POST p50 / p99`, app: `${ms(during.p50)} / ${ms(during.p99)}`, baseline: `${ms(before.p50)} / ${ms(before.p99)} (same posts, no such streams)`, ratio: ratio(during.p99 / before.p99), target: 'p99 < 100 ms', met: during.p99 < 100 })
-    report({ id: 'P10', figure: 'the node\'s RSS meanwhile (highest sample)', app: `${fmt(during.peakRss / 2 ** 20)} MB`, baseline: `${fmt(before.peakRss / 2 ** 20)} MB (no such streams)`, ratio: '', target: '< 400 MB', met: during.peakRss < 400 * 2 ** 20 })
   } finally {
-    for (const socket of sockets) socket.destroy()
     await app.stop()
     await db.drop()
   }

@@ -11,6 +11,7 @@
  * answer and sends the stamps of those versions (`latenciesFor`).
  */
 import http from 'node:http'
+import { connect, type Socket } from 'node:net'
 import { serveParent } from './lib/processes.js'
 import { nowMs, percentile, Samples } from './lib/stats.js'
 
@@ -126,9 +127,36 @@ function open(url: string, localAddress: string): Promise<boolean> {
   })
 }
 
+/** Sockets that asked for a stream and stopped reading after the answer's first bytes (P10). */
+const neverReading: Socket[] = []
+
 serveParent(
   {},
   {
+    /**
+     * Opens `count` raw sockets over `addresses` client addresses, each asking
+     * for `path` and never reading after the answer's first bytes, 100 every
+     * 20 ms; resolves when all of them were answered (or after 30 s).
+     */
+    async neverReading(message) {
+      const { host, port, path, count, addresses } = message as { host: string; port: number; path: string; count: number; addresses: number }
+      let answered = 0
+      const started = performance.now()
+      for (let i = 0; i < count; i++) {
+        const socket = connect({ host, port, localAddress: `127.0.0.${2 + (i % addresses)}` }, () => {
+          socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nAccept: text/event-stream\r\n\r\n`)
+        })
+        socket.once('data', (chunk) => {
+          if (chunk.toString('latin1').startsWith('HTTP/1.1 200')) answered++
+          socket.pause()
+        })
+        socket.on('error', () => {})
+        neverReading.push(socket)
+        if (i % 100 === 99) await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+      for (const deadline = Date.now() + 30_000; answered < count && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 50))
+      return { answered, ms: performance.now() - started }
+    },
     /** Opens `count` streams (round-robin over `urls`), `concurrency` connects at a time. */
     async open(message) {
       const urls = message.urls as string[]

@@ -34,12 +34,21 @@ export interface AnswerHooks<Spec extends RequestSpec> {
   answered?: (spec: Spec, status: number, ms: number, body: string | undefined) => void
 }
 
+/**
+ * Keep-alive connections to `origin`, one request on each at a time. Pass the
+ * same pool to several loops to keep their connections open between them, as
+ * a person's browser does while the page is open.
+ */
+export function loadPool(origin: string, connections: number): Pool {
+  return new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 30_000 })
+}
+
 /** `connections` workers, each sending its next request as soon as the previous answer is read, for `durationMs`. */
 export async function closedLoop<Spec extends RequestSpec>(
   origin: string,
   { connections, durationMs, next, readBody, answered }: { connections: number; durationMs: number; next: (i: number) => Spec } & AnswerHooks<Spec>,
 ): Promise<LoadResult> {
-  const pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 30_000 })
+  const pool = loadPool(origin, connections)
   const latencies = new Samples()
   const statuses: Record<number, number> = {}
   let errors = 0
@@ -72,9 +81,9 @@ export async function closedLoop<Spec extends RequestSpec>(
 /** Open loop: `rate` requests per second whatever the answers take, for `durationMs`. */
 export async function openLoop<Spec extends RequestSpec>(
   origin: string,
-  { rate, durationMs, connections, next, readBody, answered }: { rate: number; durationMs: number; connections: number; next: (i: number) => Spec } & AnswerHooks<Spec>,
+  { rate, durationMs, connections, next, readBody, answered, pool: given }: { rate: number; durationMs: number; connections: number; next: (i: number) => Spec; pool?: Pool } & AnswerHooks<Spec>,
 ): Promise<{ sent: number; statuses: Record<number, number>; errors: number }> {
-  const pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 30_000 })
+  const pool = given ?? loadPool(origin, connections)
   const statuses: Record<number, number> = {}
   let errors = 0
   let sent = 0
@@ -101,7 +110,7 @@ export async function openLoop<Spec extends RequestSpec>(
     await sleep(1)
   }
   await Promise.all(inFlight)
-  await pool.close()
+  if (!given) await pool.close()
   return { sent, statuses, errors }
 }
 
