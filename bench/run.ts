@@ -289,14 +289,17 @@ async function p2(server: BenchServer): Promise<void> {
     // Each post from a person with a session, as the chat page's composer sends it (the page set the cookie).
     const cookies = Array.from({ length: SIZES.p2People }, (_, i) => benchSession(`bench person ${i}`))
     const post = (i: number) => stampedPost(`lat-${i % SIZES.p2Chats}`, '', cookies[i % cookies.length])
-    await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2WarmupSeconds * 1000, connections: 32, next: post })
+    // One pool for the warm-up and the measured run: the run starts on open connections, as pages' posts do.
+    const posters = loadPool(app.ready.url, 32)
+    await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2WarmupSeconds * 1000, connections: 32, pool: posters, next: post })
     await sleep(500)
     await clients.ask({ type: 'latencies' })
     const cpu0 = await cpuOfChild(server, app)
     const shares = cpuShares({ node: () => treeCpuMs(app.process.pid!), postgres: () => (server.postmasterPid ? treeCpuMs(server.postmasterPid) : NaN), subscribers: () => treeCpuMs(clients.process.pid!), poster: ownCpuMs })
     const started = performance.now()
     const startedAt = nowMs()
-    const sent = await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2Seconds * 1000, connections: 32, next: post })
+    const sent = await openLoop(app.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2Seconds * 1000, connections: 32, pool: posters, next: post })
+    await posters.close()
     const inUse = shares()
     const cpu1 = await cpuOfChild(server, app)
     const loadMs = performance.now() - started
