@@ -745,8 +745,10 @@ async function fanOut(label: string, url: string, server: Child<unknown>, stream
       await sleep(300)
     }
     const perConnection = (after.rss - before.rss) / Math.max(1, opened.connected)
-    console.log(`    ${label}: ${opened.connected} connected in ${fmt(connectSeconds, 1)} s, fan-out ${times.map((t) => fmt(t)).join(' ')} ms, RSS ${fmt(before.rss / 2 ** 20)} → ${fmt(after.rss / 2 ** 20)} MB`)
-    return { time: median(times), perConnection }
+    // The size of the frames the subscribers got (the baseline writes frames of the app's size).
+    const { frameBytes } = await clients.ask<{ frameBytes: number }>({ type: 'latencySamples' })
+    console.log(`    ${label}: ${opened.connected} connected in ${fmt(connectSeconds, 1)} s, fan-out ${times.map((t) => fmt(t)).join(' ')} ms, frames of ${fmt(frameBytes)} bytes, RSS ${fmt(before.rss / 2 ** 20)} → ${fmt(after.rss / 2 ** 20)} MB`)
+    return { time: median(times), perConnection, frameBytes }
   } finally {
     await clients.stop()
   }
@@ -766,7 +768,7 @@ async function p3(server: BenchServer): Promise<void> {
     await app.stop()
     await db.drop()
   }
-  const plain = await startChild<{ url: string }>('sse-broadcaster.ts')
+  const plain = await startChild<{ url: string }>('sse-broadcaster.ts', { BENCH_FRAME_BYTES: String(appFigures.frameBytes) })
   let baseFigures
   try {
     baseFigures = await fanOut('baseline', plain.ready.url, plain, '/events', async (stamp) => {

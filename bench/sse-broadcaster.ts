@@ -1,7 +1,8 @@
 /**
  * P3's baseline: a plain node:http Server-Sent Events broadcaster. GET
- * /events subscribes; POST /publish writes one frame of the same shape and
- * size as the app's message fragment to every subscriber, in a plain loop.
+ * /events subscribes; POST /publish writes one frame of the shape and size
+ * of the app's (the bench measures the app's frames first), encoded once,
+ * to every subscriber, in a plain loop.
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -9,6 +10,8 @@ import { serveParent, settledRss } from './lib/processes.js'
 
 const subscribers = new Set<ServerResponse>()
 let version = 0
+/** The app's frame size: its message fragment carries forms, several times the bare markup below. */
+const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 600)
 
 const server = createServer((req, res) => {
   if (req.method === 'GET' && req.url?.startsWith('/events')) {
@@ -26,12 +29,15 @@ const server = createServer((req, res) => {
     req.on('end', () => {
       const content = new URLSearchParams(body).get('content') ?? ''
       version++
-      const frame =
+      const head =
         `id: ${version}\n` +
         `data: <article class="message" id="message-fan-${version}" data-sender="sunny-otter-42">\n` +
         `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}" title="Thursday, 27 November 2025 at 10:00:00 UTC">10:00</time></header>\n` +
-        `data:   <p class="content">${content}</p>\n` +
-        `data: </article>\n\n`
+        `data:   <p class="content">${content}</p>\n`
+      const tail = `data: </article>\n\n`
+      // Padded to the app's size with one more data line, so both write the same bytes per frame.
+      const padding = Math.max(0, FRAME_BYTES - Buffer.byteLength(head) - Buffer.byteLength(tail) - 'data: \n'.length)
+      const frame = Buffer.from(`${head}data: ${' '.repeat(padding)}\n${tail}`)
       for (const subscriber of subscribers) subscriber.write(frame)
       res.writeHead(204).end()
     })
