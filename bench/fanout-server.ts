@@ -9,6 +9,7 @@
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { paddedFrame } from './lib/frames.js'
 import { cpuMs, serveParent } from './lib/processes.js'
 
 const STREAM = /^\/chats\/([^/?]+)\/events(?:\?.*)?$/
@@ -31,10 +32,7 @@ function frameOf(chatId: string, version: number, content: string): Buffer {
     `data: <article class="message" id="message-${chatId}-${version}" data-sender="sunny-otter-42">\n` +
     `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}">10:00</time></header>\n` +
     `data:   <p class="content">${content}</p>\n`
-  const tail = 'data: </article>\n\n'
-  // Padded to the app's size with one more data line, so both write the same bytes per frame.
-  const padding = Math.max(0, FRAME_BYTES - Buffer.byteLength(head) - Buffer.byteLength(tail) - 'data: \n'.length)
-  return Buffer.from(`${head}data: ${' '.repeat(padding)}\n${tail}`)
+  return paddedFrame(head, 'data: </article>\n\n', FRAME_BYTES)
 }
 
 const server = createServer((req, res) => {

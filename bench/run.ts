@@ -56,7 +56,7 @@ const SIZES = {
   // P8: one hot chat, each post from the next of many people (none near the 30 a minute one person may give).
   p8Seconds: QUICK ? 4 : 10,
   p8Writers: 50,
-  // Enough that at this host's fastest (3,300 posts/s, 40 s of app rounds within a minute) none nears the 30 a minute one person may give.
+  // At 3,300 posts/s (a fast host) a run's app rounds post about 100,000 times within a minute: 5 each.
   p8People: 20_000,
   p3Subscribers: 10_000,
   p3Rounds: QUICK ? 3 : 7,

@@ -6,6 +6,7 @@
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { paddedFrame } from './lib/frames.js'
 import { serveParent, settledRss } from './lib/processes.js'
 
 const subscribers = new Set<ServerResponse>()
@@ -34,10 +35,7 @@ const server = createServer((req, res) => {
         `data: <article class="message" id="message-fan-${version}" data-sender="sunny-otter-42">\n` +
         `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}" title="Thursday, 27 November 2025 at 10:00:00 UTC">10:00</time></header>\n` +
         `data:   <p class="content">${content}</p>\n`
-      const tail = `data: </article>\n\n`
-      // Padded to the app's size with one more data line, so both write the same bytes per frame.
-      const padding = Math.max(0, FRAME_BYTES - Buffer.byteLength(head) - Buffer.byteLength(tail) - 'data: \n'.length)
-      const frame = Buffer.from(`${head}data: ${' '.repeat(padding)}\n${tail}`)
+      const frame = paddedFrame(head, 'data: </article>\n\n', FRAME_BYTES)
       for (const subscriber of subscribers) subscriber.write(frame)
       res.writeHead(204).end()
     })
