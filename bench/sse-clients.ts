@@ -11,7 +11,7 @@
  * answer and sends the stamps of those versions (`latenciesFor`).
  */
 import http from 'node:http'
-import { connect, type Socket } from 'node:net'
+import { connect } from 'node:net'
 import { serveParent } from './lib/processes.js'
 import { nowMs, percentile, Samples } from './lib/stats.js'
 
@@ -127,9 +127,6 @@ function open(url: string, localAddress: string): Promise<boolean> {
   })
 }
 
-/** Sockets that asked for a stream and stopped reading after the answer's first bytes (P10). */
-const neverReading: Socket[] = []
-
 serveParent(
   {},
   {
@@ -151,7 +148,6 @@ serveParent(
           socket.pause()
         })
         socket.on('error', () => {})
-        neverReading.push(socket)
         if (i % 100 === 99) await new Promise((resolve) => setTimeout(resolve, 20))
       }
       for (const deadline = Date.now() + 30_000; answered < count && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 50))

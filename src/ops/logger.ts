@@ -56,6 +56,11 @@ function canPrettyPrint(): boolean {
  * Lines carry method, URL (secrets removed), status and time, never
  * headers: cookies and Authorization stay out of the logs.
  */
+/** A 503 with no error behind it is load shed on purpose (a full queue, a wait that ran out): worth a warning, not an error with a stack. */
+function wasShed(res: ServerResponse): boolean {
+  return res.statusCode === 503 && !res.err
+}
+
 export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }: RequestLoggerProps = {}): RequestHandler {
   const requestId = (req: IncomingMessage, res: ServerResponse) => requestIdOf(req, res, fromTrustedProxy(req))
   if (logger.level === 'silent') {
@@ -81,8 +86,7 @@ export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }
     },
     // Probes and scrapes arrive every few seconds: visible at debug level, and whenever they fail.
     customLogLevel: (req, res, error) => {
-      // A 503 with no error behind it is load shed on purpose (a full queue, a wait that ran out): worth a warning, not an error with a stack.
-      if (res.statusCode === 503 && !error && !res.err) return 'warn'
+      if (!error && wasShed(res)) return 'warn'
       if (error || res.statusCode >= 500) return 'error'
       if (QUIET_PATHS.has(urlOf(req).split('?')[0]!) && res.statusCode < 400) return 'debug'
       return 'info'
@@ -91,9 +95,9 @@ export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }
     // pino-http makes up an Error (its own stack, nothing of ours) for a 5xx that carries none.
     customErrorObject: (_req, res, _error, value) => (res.err ? value : { ...value, err: undefined }),
     customErrorMessage: (req, res, error) =>
-      res.err || res.statusCode !== 503
-        ? `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`
-        : `${req.method} ${withoutSecrets(urlOf(req))} 503: shed, the node was too busy`,
+      wasShed(res)
+        ? `${req.method} ${withoutSecrets(urlOf(req))} 503: shed, the node was too busy`
+        : `${req.method} ${withoutSecrets(urlOf(req))} ${res.statusCode} failed: ${error.message}`,
   })
   return logging
 }
