@@ -2,20 +2,20 @@
  * P7's baseline: a bare node:http server with the app's routes for a post
  * and a stream, and no database. GET /chats/:id/events subscribes to that
  * chat; POST /chats/:id/messages (JSON `{content, commandId}`) numbers the
- * message in its chat, writes one frame of the app's frame size to that
- * chat's subscribers in a plain loop and answers `201 {chatId, version}`, as
+ * message in its chat, writes one frame (the app's own, with this post's id
+ * and text) to that chat's subscribers in a plain loop and answers `201 {chatId, version}`, as
  * the app does. What the app does beyond this (sessions, rules, the commit,
  * rendering, presence, heartbeats) is what the ratio measures.
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { paddedFrame } from './lib/frames.js'
+import { frameMaker, sampleFromEnv } from './lib/frames.js'
 import { cpuMs, serveParent } from './lib/processes.js'
 
 const STREAM = /^\/chats\/([^/?]+)\/events(?:\?.*)?$/
 const POST = /^\/chats\/([^/?]+)\/messages$/
-/** The app's frame size, measured by the bench from the app's own frames (its message fragment carries forms). */
-const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 600)
+/** Frames like the app's, sampled by the bench from the app's own. */
+const frameOf = frameMaker(sampleFromEnv())
 
 const chats = new Map<string, { version: number; subscribers: Set<ServerResponse> }>()
 let subscriberCount = 0
@@ -24,15 +24,6 @@ function chat(chatId: string) {
   let found = chats.get(chatId)
   if (!found) chats.set(chatId, (found = { version: 0, subscribers: new Set() }))
   return found
-}
-
-function frameOf(chatId: string, version: number, content: string): Buffer {
-  const head =
-    `id: ${version}\n` +
-    `data: <article class="message" id="message-${chatId}-${version}" data-sender="sunny-otter-42">\n` +
-    `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}">10:00</time></header>\n` +
-    `data:   <p class="content">${content}</p>\n`
-  return paddedFrame(head, 'data: </article>\n\n', FRAME_BYTES)
 }
 
 const server = createServer((req, res) => {
@@ -58,7 +49,7 @@ const server = createServer((req, res) => {
       const { content } = JSON.parse(body) as { content: string }
       const target = chat(chatId)
       const version = ++target.version
-      const frame = frameOf(chatId, version, content)
+      const frame = frameOf(version, content)
       for (const subscriber of target.subscribers) subscriber.write(frame)
       res.writeHead(201, { 'Content-Type': 'application/json' }).end(JSON.stringify({ chatId, version }))
     })

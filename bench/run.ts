@@ -28,6 +28,7 @@ import { migrateToLatest } from '../src/db/migrate.js'
 import { Projector } from '../src/projector/projector.js'
 import { cpuShares, describeShares, ownCpuMs, treeCpuMs } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
+import { FRAME_ENV, type FrameSample } from './lib/frames.js'
 import { closedLoop, COMPOSER, FORM, loadPool, openLoop, stampedPost, type LoadResult } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
 import { benchSession, KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
@@ -746,9 +747,9 @@ async function fanOut(label: string, url: string, server: Child<unknown>, stream
     }
     const perConnection = (after.rss - before.rss) / Math.max(1, opened.connected)
     // The size of the frames the subscribers got (the baseline writes frames of the app's size).
-    const { frameBytes } = await clients.ask<{ frameBytes: number }>({ type: 'latencySamples' })
+    const { frameBytes, frameSample } = await clients.ask<{ frameBytes: number; frameSample: FrameSample }>({ type: 'latencySamples' })
     console.log(`    ${label}: ${opened.connected} connected in ${fmt(connectSeconds, 1)} s, fan-out ${times.map((t) => fmt(t)).join(' ')} ms, frames of ${fmt(frameBytes)} bytes, RSS ${fmt(before.rss / 2 ** 20)} → ${fmt(after.rss / 2 ** 20)} MB`)
-    return { time: median(times), perConnection, frameBytes }
+    return { time: median(times), perConnection, frameBytes, frameSample }
   } finally {
     await clients.stop()
   }
@@ -768,7 +769,7 @@ async function p3(server: BenchServer): Promise<void> {
     await app.stop()
     await db.drop()
   }
-  const plain = await startChild<{ url: string }>('sse-broadcaster.ts', { BENCH_FRAME_BYTES: String(appFigures.frameBytes) })
+  const plain = await startChild<{ url: string }>('sse-broadcaster.ts', { [FRAME_ENV]: JSON.stringify(appFigures.frameSample) })
   let baseFigures
   try {
     baseFigures = await fanOut('baseline', plain.ready.url, plain, '/events', async (stamp) => {

@@ -6,13 +6,12 @@
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { paddedFrame } from './lib/frames.js'
+import { frameMaker, sampleFromEnv } from './lib/frames.js'
 import { serveParent, settledRss } from './lib/processes.js'
 
 const subscribers = new Set<ServerResponse>()
 let version = 0
-/** The app's frame size: its message fragment carries forms, several times the bare markup below. */
-const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 600)
+const frameOf = frameMaker(sampleFromEnv())
 
 const server = createServer((req, res) => {
   if (req.method === 'GET' && req.url?.startsWith('/events')) {
@@ -29,13 +28,7 @@ const server = createServer((req, res) => {
     req.on('data', (chunk) => (body += chunk))
     req.on('end', () => {
       const content = new URLSearchParams(body).get('content') ?? ''
-      version++
-      const head =
-        `id: ${version}\n` +
-        `data: <article class="message" id="message-fan-${version}" data-sender="sunny-otter-42">\n` +
-        `data:   <header><span class="sender">sunny-otter-42</span> <time datetime="${new Date().toISOString()}" title="Thursday, 27 November 2025 at 10:00:00 UTC">10:00</time></header>\n` +
-        `data:   <p class="content">${content}</p>\n`
-      const frame = paddedFrame(head, 'data: </article>\n\n', FRAME_BYTES)
+      const frame = frameOf(++version, content)
       for (const subscriber of subscribers) subscriber.write(frame)
       res.writeHead(204).end()
     })

@@ -12,6 +12,7 @@
  */
 import http from 'node:http'
 import { connect } from 'node:net'
+import type { FrameSample } from './lib/frames.js'
 import { serveParent } from './lib/processes.js'
 import { nowMs, percentile, Samples } from './lib/stats.js'
 
@@ -46,8 +47,8 @@ let counting = false
 /** The slowest delivery of the posts sent in each MOMENT_MS, by send time: when the slow ones were sent, not only how slow. */
 const MOMENT_MS = 250
 let slowest = new Map<number, number>()
-/** The size of the last stamped frame: a baseline writes frames of the same size. */
-let frameBytes = 0
+/** The last stamped frame: a baseline writes frames like it. */
+let frameSample: FrameSample | undefined
 
 function onEvent(text: string, at: number, chatId: string, stream: Stream): void {
   if (counting) {
@@ -72,7 +73,7 @@ function onEvent(text: string, at: number, chatId: string, stream: Stream): void
   latencies.push(at - stamp)
   const moment = Math.floor(stamp / MOMENT_MS)
   slowest.set(moment, Math.max(slowest.get(moment) ?? 0, at - stamp))
-  frameBytes = Buffer.byteLength(text) + 2
+  frameSample = { text: `${text}\n\n`, stamp: `t=${match[1]}` }
   const key = `${stamp}`
   let delivery = deliveries.get(key)
   if (!delivery) deliveries.set(key, (delivery = { count: 0, stamp, last: 0 }))
@@ -227,7 +228,7 @@ serveParent(
       deliveries.clear()
       const moments = [...slowest].map(([moment, ms]) => [moment * MOMENT_MS, ms])
       slowest = new Map()
-      return { samples: Array.from(sorted), frameBytes, moments }
+      return { samples: Array.from(sorted), frameSample, frameBytes: frameSample ? Buffer.byteLength(frameSample.text) : 0, moments }
     },
     /** Starts (or stops) counting every stream's frames by id, from empty. */
     count(message) {

@@ -2,8 +2,8 @@
  * P7, "one node, nineteen thousand people" (issue 13, item 10): 19,000
  * streams over 1,000 chats on one node while posts arrive at random over
  * those chats, beside a bare node:http server (`fanout-server.ts`) that takes
- * the same posts and writes frames of the same size to the same streams,
- * without a database.
+ * the same posts and writes the app's own frames (each with its post's id
+ * and text) to the same streams, without a database.
  *
  * The streams are held by several `sse-clients.ts` processes (a process here
  * may hold at most 20,000 open files, and the clients must not share a CPU
@@ -13,6 +13,7 @@
 import { randomUUID } from 'node:crypto'
 import type { BenchDatabase, BenchServer } from './lib/database.js'
 import { cpuShares, describeShares, ownCpuMs, treeCpuMs, type CpuShares } from './lib/cpu.js'
+import { FRAME_ENV, type FrameSample } from './lib/frames.js'
 import { openLoop } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
 import { nowMs, percentile, sleep } from './lib/stats.js'
@@ -67,6 +68,7 @@ interface Side {
   sweep: { rate: number; p99: number }[]
   highest: number
   frameBytes: number
+  frameSample: FrameSample | undefined
 }
 
 export async function p7(server: BenchServer, ctx: P7Context): Promise<void> {
@@ -85,7 +87,7 @@ export async function p7(server: BenchServer, ctx: P7Context): Promise<void> {
   } finally {
     await db.drop()
   }
-  const fanout = await startChild<{ url: string }>('fanout-server.ts', { BENCH_FRAME_BYTES: String(app.frameBytes) })
+  const fanout = await startChild<{ url: string }>('fanout-server.ts', { [FRAME_ENV]: JSON.stringify(app.frameSample) })
   let base: Side
   try {
     base = await side('baseline', fanout, [''], ctx)
@@ -147,11 +149,11 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
         },
       })
     const samples = async () => {
-      const answers = await Promise.all(clients.map((client) => client.ask<{ samples: number[]; frameBytes: number; moments: [number, number][] }>({ type: 'latencySamples' })))
+      const answers = await Promise.all(clients.map((client) => client.ask<{ samples: number[]; frameBytes: number; frameSample?: FrameSample; moments: [number, number][] }>({ type: 'latencySamples' })))
       const all = Float64Array.from(answers.flatMap((answer) => answer.samples)).sort()
       const moments = new Map<number, number>()
       for (const [at, slowest] of answers.flatMap((answer) => answer.moments)) moments.set(at, Math.max(moments.get(at) ?? 0, slowest))
-      return { count: all.length, p50: percentile(all, 50), p99: percentile(all, 99), max: all[all.length - 1] ?? NaN, frameBytes: Math.max(...answers.map((answer) => answer.frameBytes)), moments }
+      return { count: all.length, p50: percentile(all, 50), p99: percentile(all, 99), max: all[all.length - 1] ?? NaN, frameBytes: Math.max(...answers.map((answer) => answer.frameBytes)), frameSample: answers.find((answer) => answer.frameSample)?.frameSample, moments }
     }
 
     await loop(sizes.rate, sizes.warmupSeconds)
@@ -214,7 +216,7 @@ async function side(label: string, server: Child<{ url: string }>, cookies: stri
       // Let the queues empty before the next, higher rate.
       await sleep(1000)
     }
-    return { openSeconds, connected, latency, accepted, cpuPerPostMs, inUse, deliveries: exactness.deliveries, lost: exactness.lost, duplicated: exactness.duplicated, sweep, highest, frameBytes: latency.frameBytes }
+    return { openSeconds, connected, latency, accepted, cpuPerPostMs, inUse, deliveries: exactness.deliveries, lost: exactness.lost, duplicated: exactness.duplicated, sweep, highest, frameBytes: latency.frameBytes, frameSample: latency.frameSample }
   } finally {
     await Promise.all(clients.map((client) => client.stop()))
   }
