@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { readSettings, SettingsError, type Settings } from './config.js'
 import { startEmbeddedPostgres } from './db/embedded.js'
-import { createLogger } from './ops/logger.js'
+import { createLogger, logWritten } from './ops/logger.js'
 
 /**
  * The composition root, and the only code that reads the environment.
@@ -113,6 +113,7 @@ async function main(): Promise<void> {
       process.exit(1)
     }
     log('info', 'stopped')
+    await logWritten(logger)
     process.exit(0)
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))

@@ -33,6 +33,26 @@ export function createLogger({ level = 'info', pretty = false, destination }: Lo
   return destination ? pino(options, destination) : pino(options)
 }
 
+/**
+ * Resolves once every line logged so far has been written, then the logger
+ * writes no more. For a process about to exit: pino writes to stdout
+ * asynchronously, and on exit it writes what is still buffered at once,
+ * ahead of a line whose write is under way, so a request's line could come
+ * out after "stopped". Ending the destination waits for that write first.
+ */
+export function logWritten(logger: Logger, timeoutMs = 1_000): Promise<void> {
+  const destination = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
+    | (NodeJS.EventEmitter & { end?: () => void; destroyed?: boolean })
+    | undefined
+  if (!destination?.end || destination.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    // Never hold up an exit for long: a reader that stopped reading must not keep the process.
+    const timer = setTimeout(resolve, timeoutMs)
+    destination.once('close', () => (clearTimeout(timer), resolve()))
+    destination.end!()
+  })
+}
+
 /** pino-pretty is a development dependency: an image installed with --omit=dev logs JSON even in a terminal. */
 function canPrettyPrint(): boolean {
   try {

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { pino } from 'pino'
 import request from 'supertest'
 import { Overloaded } from '../../src/event-store/command-handler.js'
-import { createLogger } from '../../src/ops/logger.js'
+import { createLogger, logWritten } from '../../src/ops/logger.js'
 import { startTestNode, type TestNode } from '../support/node.js'
 
 interface LogLine {
@@ -116,6 +120,29 @@ describe('structured logs and request ids', () => {
       assert.equal(lines.filter((candidate) => candidate.reqId === requestId).length, 1)
     } finally {
       await failing.close()
+    }
+  })
+})
+
+describe('the last line before an exit', () => {
+  test('logWritten resolves once every line logged so far is written, in order, so "stopped" can be the last line', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'live-tea-log-'))
+    try {
+      const file = join(folder, 'out.log')
+      // Asynchronous, like the default stdout destination: a line is written after the call that logged it returns.
+      const logger = createLogger({ level: 'info', destination: pino.destination({ dest: file, sync: false, mkdir: true }) })
+      await new Promise((resolve) => setTimeout(resolve, 50)) // the file is open
+      for (let i = 0; i < 2_000; i++) logger.info(`line ${i}`)
+      logger.info('stopped')
+      const before = (await readFile(file, 'utf8')).split('\n').filter(Boolean).length
+      assert.ok(before < 2_001, `not all written yet when the last call returns (${before} lines)`)
+      await logWritten(logger)
+      const written = (await readFile(file, 'utf8')).split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { msg: string }).msg)
+      assert.equal(written.length, 2_001)
+      assert.deepEqual(written.slice(0, 3), ['line 0', 'line 1', 'line 2'])
+      assert.equal(written.at(-1), 'stopped')
+    } finally {
+      await rm(folder, { recursive: true, force: true })
     }
   })
 })
