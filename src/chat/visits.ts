@@ -16,6 +16,15 @@ export interface Room {
 export const UNREAD_CAP = 999
 
 /**
+ * Rows per statement when sightings are written. With 1,000 live streams a
+ * flush is 1,000 rows, 20–47 ms of one Postgres backend in one statement
+ * (P2, on two cores): the appends that ran beside it took 20 ms instead of
+ * 2. In statements of this size, one after the other, it is the same work
+ * in steps of a few milliseconds.
+ */
+const ROWS_PER_STATEMENT = 100
+
+/**
  * "New since your last visit": per person and chat, the last chat version
  * the person has seen, from the pages they loaded and the frames their
  * stream delivered. Sightings are kept in memory and written at most every
@@ -29,7 +38,9 @@ export class Visits {
   private readonly db: DB
   private readonly flushMs: number
   private readonly onError: (error: unknown) => void
-  private pending = new Map<string, { personId: string; chatId: string; version: number; at: Date }>()
+  private pending = new Map<string, Sighting>()
+  /** Taken from `pending` by a flush and not written yet: still what the person has seen. */
+  private readonly writing = new Map<string, Sighting>()
   private timer: NodeJS.Timeout | undefined
   private flushing: Promise<void> | undefined
 
@@ -41,7 +52,7 @@ export class Visits {
 
   /** The person has seen the chat up to `version` (a page, or frames delivered). */
   seen(personId: string, chatId: string, version: number): void {
-    const key = `${personId} ${chatId}`
+    const key = keyOf({ personId, chatId })
     const pending = this.pending.get(key)
     if (pending && pending.version >= version) {
       pending.at = new Date()
@@ -59,10 +70,12 @@ export class Visits {
 
   /** The last version the person saw of the chat, counting sightings not yet written; undefined on a first visit. */
   async lastSeen(personId: string, chatId: string): Promise<number | undefined> {
+    // Memory first: a sighting written while the row is read is then counted from one or the other.
+    const key = keyOf({ personId, chatId })
+    const pending = Math.max(this.pending.get(key)?.version ?? -1, this.writing.get(key)?.version ?? -1)
     const row = await this.db.selectFrom('visits').select('seen_version').where('person_id', '=', personId).where('chat_id', '=', chatId).executeTakeFirst()
-    const pending = this.pending.get(`${personId} ${chatId}`)?.version
-    if (row === undefined) return pending
-    return Math.max(Number(row.seen_version), pending ?? 0)
+    if (row === undefined) return pending < 0 ? undefined : pending
+    return Math.max(Number(row.seen_version), pending)
   }
 
   /** The first message by someone else after `seenVersion` that is still visible: where the "New" divider goes. */
@@ -98,20 +111,45 @@ export class Visits {
   async flush(): Promise<void> {
     clearTimeout(this.timer)
     this.timer = undefined
-    const batch = [...this.pending.values()]
+    // In key order: two nodes writing the same rows lock them in the same order.
+    const batch = [...this.pending.values()].sort((a, b) => compare(a.personId, b.personId) || compare(a.chatId, b.chatId))
     this.pending = new Map()
-    if (batch.length === 0) return
-    try {
-      await sql`
-        insert into visits (person_id, chat_id, seen_version, visited_at)
-        select * from unnest(${batch.map((b) => b.personId)}::text[], ${batch.map((b) => b.chatId)}::text[], ${batch.map((b) => b.version)}::bigint[], ${batch.map((b) => b.at.toISOString())}::timestamptz[])
-        on conflict (person_id, chat_id) do update
-          set seen_version = greatest(visits.seen_version, excluded.seen_version), visited_at = greatest(visits.visited_at, excluded.visited_at)
-      `.execute(this.db)
-    } catch (error) {
-      // Not lost: tried again with the next sightings.
-      for (const b of batch) if ((this.pending.get(`${b.personId} ${b.chatId}`)?.version ?? -1) < b.version) this.pending.set(`${b.personId} ${b.chatId}`, b)
-      throw error
+    for (const sighting of batch) this.writing.set(keyOf(sighting), sighting)
+    const written = (rows: Sighting[]) => {
+      for (const sighting of rows) if (this.writing.get(keyOf(sighting)) === sighting) this.writing.delete(keyOf(sighting))
+    }
+    for (let start = 0; start < batch.length; start += ROWS_PER_STATEMENT) {
+      const rows = batch.slice(start, start + ROWS_PER_STATEMENT)
+      try {
+        await sql`
+          insert into visits (person_id, chat_id, seen_version, visited_at)
+          select * from unnest(${rows.map((b) => b.personId)}::text[], ${rows.map((b) => b.chatId)}::text[], ${rows.map((b) => b.version)}::bigint[], ${rows.map((b) => b.at.toISOString())}::timestamptz[])
+          on conflict (person_id, chat_id) do update
+            set seen_version = greatest(visits.seen_version, excluded.seen_version), visited_at = greatest(visits.visited_at, excluded.visited_at)
+        `.execute(this.db)
+        written(rows)
+      } catch (error) {
+        // Not lost: this statement's rows and the rest are tried again with the next sightings.
+        const rest = batch.slice(start)
+        for (const b of rest) if ((this.pending.get(keyOf(b))?.version ?? -1) < b.version) this.pending.set(keyOf(b), b)
+        written(rest)
+        throw error
+      }
     }
   }
+}
+
+interface Sighting {
+  personId: string
+  chatId: string
+  version: number
+  at: Date
+}
+
+function keyOf({ personId, chatId }: { personId: string; chatId: string }): string {
+  return `${personId} ${chatId}`
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
 }

@@ -164,6 +164,22 @@ describe('new since your last visit', () => {
     }
   })
 
+  test('a flush of more sightings than one statement writes: every row written, and each still counts while it is being written', async () => {
+    const chatId = 'many-sightings'
+    const people = Array.from({ length: 250 }, (_, i) => `sighting-person-${String(i).padStart(3, '0')}`)
+    people.forEach((personId, i) => node.visits.seen(personId, chatId, i + 1))
+    const flushing = node.visits.flush()
+    // Taken for writing, not written yet: the last person's row goes in the last statement.
+    assert.equal(await node.visits.lastSeen(people.at(-1)!, chatId), 250)
+    await flushing
+    const rows = await node.db.selectFrom('visits').select(['person_id', 'seen_version']).where('chat_id', '=', chatId).orderBy('person_id').execute()
+    assert.deepEqual(
+      rows.map((row) => [row.person_id, Number(row.seen_version)]),
+      people.map((personId, i) => [personId, i + 1]),
+    )
+    assert.equal(await node.visits.lastSeen(people[0]!, chatId), 1)
+  })
+
   test('without a stream, what was posted while away stays unread', async () => {
     const chatId = 'away'
     const b = as(bob, chatId)
