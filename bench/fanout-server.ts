@@ -3,9 +3,10 @@
  * and a stream, and no database. GET /chats/:id/events subscribes to that
  * chat; POST /chats/:id/messages (JSON `{content, commandId}`) numbers the
  * message in its chat, writes one frame (the app's own, with this post's id
- * and text) to that chat's subscribers in a plain loop and answers `201 {chatId, version}`, as
- * the app does. What the app does beyond this (sessions, rules, the commit,
- * rendering, presence, heartbeats) is what the ratio measures.
+ * and text) to that chat's subscribers in a plain loop and answers
+ * `201 {chatId, version}`, as the app does. What the app does beyond this
+ * (sessions, rules, the commit, rendering, presence, heartbeats) is what the
+ * ratio measures.
  */
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'

@@ -746,7 +746,7 @@ async function fanOut(label: string, url: string, server: Child<unknown>, stream
       await sleep(300)
     }
     const perConnection = (after.rss - before.rss) / Math.max(1, opened.connected)
-    // The size of the frames the subscribers got (the baseline writes frames of the app's size).
+    // A frame the subscribers got, and its size: the baseline writes the app's own frames.
     const { frameBytes, frameSample } = await clients.ask<{ frameBytes: number; frameSample: FrameSample }>({ type: 'latencySamples' })
     console.log(`    ${label}: ${opened.connected} connected in ${fmt(connectSeconds, 1)} s, fan-out ${times.map((t) => fmt(t)).join(' ')} ms, frames of ${fmt(frameBytes)} bytes, RSS ${fmt(before.rss / 2 ** 20)} → ${fmt(after.rss / 2 ** 20)} MB`)
     return { time: median(times), perConnection, frameBytes, frameSample }
