@@ -63,6 +63,11 @@ function canPrettyPrint(): boolean {
   }
 }
 
+/** A 503 with no error behind it is load shed on purpose (a full queue, a wait that ran out): worth a warning, not an error with a stack. */
+function wasShed(res: ServerResponse): boolean {
+  return res.statusCode === 503 && !res.err
+}
+
 /**
  * Express middleware: one log line per finished request, and the request
  * id. The id is the only one the app has: pino-http binds it to every line
@@ -76,11 +81,6 @@ function canPrettyPrint(): boolean {
  * Lines carry method, URL (secrets removed), status and time, never
  * headers: cookies and Authorization stay out of the logs.
  */
-/** A 503 with no error behind it is load shed on purpose (a full queue, a wait that ran out): worth a warning, not an error with a stack. */
-function wasShed(res: ServerResponse): boolean {
-  return res.statusCode === 503 && !res.err
-}
-
 export function requestLogger(logger: Logger, { fromTrustedProxy = () => false }: RequestLoggerProps = {}): RequestHandler {
   const requestId = (req: IncomingMessage, res: ServerResponse) => requestIdOf(req, res, fromTrustedProxy(req))
   if (logger.level === 'silent') {
