@@ -21,4 +21,4 @@ RUN mkdir -p /data && chown node:node /data
 USER node
 EXPOSE 3000
 # Exec form: node is PID 1 and gets SIGTERM itself; it drains and exits 0 within 10 s.
-CMD ["node", "--max-semi-space-size=32", "--import", "tsx", "src/main.ts"]
+CMD ["node", "--max-semi-space-size=32", "--heap-growing-percent=200", "--import", "tsx", "src/main.ts"]

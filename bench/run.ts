@@ -167,7 +167,7 @@ async function projected(pool: pg.Pool, expected: number, timeoutMs = 120_000): 
 }
 
 /** The runtime flags `npm start` and the Dockerfile give the app (see package.json): the bench measures the node as it runs. */
-const APP_NODE_FLAGS = ['--max-semi-space-size=32']
+const APP_NODE_FLAGS = ['--max-semi-space-size=32', '--heap-growing-percent=200']
 
 function startApp(database: BenchDatabase): Promise<Child<{ url: string; bareUrl: string }>> {
   return startChild('app-node.ts', { BENCH_DATABASE_URL: database.url }, [
