@@ -45,9 +45,9 @@ function fieldsOf(bytes: Buffer): Record<string, string | string[]> {
  * A field that needed no decoding comes out of URLSearchParams as a slice
  * of the whole body, which keeps the body alive as long as the field is:
  * each commandId kept for repeats and for the typing line held its post's
- * entire body (seen in a heap snapshot under P2's load: 3,008 bodies, held
- * through the composer ids `Presence` keeps). With 4,000-character messages
- * that is up to 36 KB a kept id.
+ * entire body (a heap snapshot under P2's load held 3,008 bodies; those
+ * followed were held through the composer ids `Presence` keeps). With
+ * 4,000-character messages that is up to 36 KB a kept id.
  */
 function ownCopy(value: string): string {
   return Buffer.from(value, 'utf8').toString('utf8')
