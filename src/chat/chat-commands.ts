@@ -26,7 +26,7 @@ export const streamIdOf = (chatId: string) => `chat-${chatId}`
 /** The write side of every chat: one group-commit handler for all chat commands. */
 export type ChatHandler = CommandHandler<ChatCommand, ChatEvent, Chat>
 
-export type ChatHandlerProps = Pick<CommandHandlerProps<ChatCommand, ChatEvent, Chat>, 'db' | 'onAppended' | 'onOutcome' | 'cacheSize' | 'maxBatch' | 'maxConcurrentBatches' | 'maxQueued' | 'maxWaitMs'>
+export type ChatHandlerProps = Pick<CommandHandlerProps<ChatCommand, ChatEvent, Chat>, 'db' | 'onAppended' | 'onOutcome' | 'cacheSize' | 'maxBatch' | 'maxConcurrentBatches' | 'overlapAfterMs' | 'maxQueued' | 'maxWaitMs'>
 
 export function chatHandler(props: ChatHandlerProps): ChatHandler {
   return new CommandHandler({

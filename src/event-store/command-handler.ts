@@ -72,6 +72,12 @@ export interface CommandHandlerProps<Command, Event extends NewEvent, State exte
   cacheSize?: number
   maxBatch?: number
   maxConcurrentBatches?: number
+  /**
+   * While a batch is in flight, the next one starts beside it only once the
+   * one in flight has taken this long (a cold chat read from the log, a lock
+   * held elsewhere); until then, what arrives waits and shares the next batch.
+   */
+  overlapAfterMs?: number
   /** Commands waiting beyond this many are shed at once (503). */
   maxQueued?: number
   /** A command that waited this long without starting is shed (503): by then its client is better off retrying. */
@@ -134,6 +140,10 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
   private readonly onOutcome: (outcome: Outcome) => void
   private readonly maxBatch: number
   private readonly maxConcurrentBatches: number
+  private readonly overlapAfterMs: number
+  /** When each batch in flight started (performance.now()). */
+  private readonly startedAt: number[] = []
+  private overlapTimer: NodeJS.Timeout | undefined
   private readonly maxQueued: number
   private readonly maxWaitMs: number
   /** Per stream with batches in flight: where the next batch stands (see `run`). */
@@ -151,6 +161,7 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     this.onOutcome = props.onOutcome ?? (() => {})
     this.maxBatch = props.maxBatch ?? 200
     this.maxConcurrentBatches = props.maxConcurrentBatches ?? 4
+    this.overlapAfterMs = props.overlapAfterMs ?? 2
     this.maxQueued = props.maxQueued ?? 2_000
     this.maxWaitMs = props.maxWaitMs ?? 2_000
   }
@@ -187,17 +198,44 @@ export class CommandHandler<Command, Event extends NewEvent, State extends { ver
     return new Promise((resolve) => this.idleWaiters.push(resolve))
   }
 
+  /**
+   * Starts batches. Group commit works only if commands wait for each
+   * other: with a batch started for each command the moment it came (up to
+   * four at once), a node at 500-650 posts/s appended 1.0-1.07 commands a
+   * round trip, each its own transaction and commit. Waiting while a fast
+   * batch is in flight (a round trip, well under overlapAfterMs) gathers
+   * what arrives meanwhile into the next one: fewer round trips, commits and
+   * wake-ups of both processes for the same posts. A slow batch still lets
+   * others start beside it, so one cold chat does not hold up the rest.
+   */
   private pump(): void {
     while (this.running < this.maxConcurrentBatches && this.queue.length > 0) {
+      const wait = this.running === 0 ? 0 : Math.max(...this.startedAt) + this.overlapAfterMs - performance.now()
+      if (wait > 0) {
+        this.pumpIn(wait)
+        break
+      }
       const batch = this.takeBatch()
       if (batch.length === 0) break
+      const started = performance.now()
+      this.startedAt.push(started)
       this.running++
       this.run(batch).finally(() => {
+        this.startedAt.splice(this.startedAt.indexOf(started), 1)
         this.running--
         this.pump()
         if (this.running === 0 && this.queue.length === 0) this.idleWaiters.splice(0).forEach((wake) => wake())
       })
     }
+  }
+
+  /** Pumps again when the newest batch in flight has taken overlapAfterMs (sooner if a batch ends: `run` pumps then). */
+  private pumpIn(ms: number): void {
+    if (this.overlapTimer) return
+    this.overlapTimer = setTimeout(() => {
+      this.overlapTimer = undefined
+      this.pump()
+    }, Math.ceil(ms))
   }
 
   private takeBatch(): Job<Command>[] {

@@ -188,6 +188,39 @@ describe('the chat command handler', () => {
     }
   })
 
+  test('what arrives while a batch is in flight waits for it and shares the next append', async () => {
+    let appends = 0
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: node.pool }), log: (event) => void (event.query.sql.includes('append_events') && appends++) })
+    const handler = chatHandler({ db })
+    await Promise.all([handler.handle(command('gather-a', 'warm')), handler.handle(command('gather-b', 'warm'))])
+    appends = 0
+    // The first starts at once; the other 20 come while it is in flight (the same tick, far inside overlapAfterMs).
+    const results = await Promise.all(Array.from({ length: 21 }, (_, i) => handler.handle(command(i % 2 ? 'gather-a' : 'gather-b', `s${i}`))))
+    assert.deepEqual(results.map((r) => r.version).sort((a, b) => a - b), [...Array.from({ length: 11 }, (_, i) => i + 2), ...Array.from({ length: 10 }, (_, i) => i + 2)].sort((a, b) => a - b))
+    assert.equal(appends, 2, 'one append for the first command, one for the twenty that waited')
+  })
+
+  test('a batch that is slow does not hold up the others: the next starts beside it', async () => {
+    const handler = chatHandler({ db: node.db })
+    await handler.handle(command('beside-fast', 'warm'))
+    // Another writer holds the cold chat's stream lock: its batch (read from the log, under that lock) waits.
+    const holder = await node.pool.connect()
+    try {
+      await holder.query('begin')
+      await holder.query('select pg_advisory_xact_lock(hashtextextended($1, 0))', ['chat-beside-slow'])
+      const slow = handler.handle(command('beside-slow', 'stuck'))
+      let slowDone = false
+      void slow.then(() => (slowDone = true), () => (slowDone = true))
+      const fast = await handler.handle(command('beside-fast', 'free'))
+      assert.equal(fast.version, 2)
+      assert.equal(slowDone, false, 'the fast chat was answered while the slow one still waited on its lock')
+      await holder.query('commit')
+      assert.equal((await slow).version, 1)
+    } finally {
+      holder.release()
+    }
+  })
+
   test('a command refused inside a shared transaction does not sink the others', async () => {
     const handler = chatHandler({ db: node.db, maxConcurrentBatches: 1 })
     for (let i = 0; i < RATE_LIMIT; i++) await handler.handle(command('shared-b', 'hasty'))
@@ -222,6 +255,7 @@ describe('the chat command handler', () => {
   })
 })
 
+// Batches side by side at once (overlapAfterMs: 0), as when each takes longer than the overlap wait.
 describe('a hot chat: batches in flight on one chat', () => {
   async function versionsOf(chatId: string): Promise<number[]> {
     return (await readStream(node.db, `chat-${chatId}`, { limit: 10_000 })).map((event) => event.version)
@@ -232,7 +266,7 @@ describe('a hot chat: batches in flight on one chat', () => {
     // The same pool, watched: the transactional path is the one that takes the stream locks itself.
     let lockedByHandler = 0
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: node.pool }), log: (event) => void (event.query.sql.includes('pg_advisory_xact_lock') && lockedByHandler++) })
-    const handler = chatHandler({ db, onOutcome: (outcome) => outcomes.push(outcome) })
+    const handler = chatHandler({ overlapAfterMs: 0, db, onOutcome: (outcome) => outcomes.push(outcome) })
     await handler.handle(command('hot-line', 'warm-up'))
     assert.equal(lockedByHandler, 1, 'a cold chat is read from the log under its lock (the premise)')
     // Waves of 25 commands, each wave queued while the waves before it are in flight.
@@ -245,7 +279,7 @@ describe('a hot chat: batches in flight on one chat', () => {
   })
 
   test('a batch that fails takes down nothing decided on it: what was decided on its state is decided again on the log', async () => {
-    const handler = chatHandler({ db: node.db })
+    const handler = chatHandler({ overlapAfterMs: 0, db: node.db })
     const first = await handler.handle(command('hot-failure', 'first', new Date(), 'said-long-ago'))
     for (let i = 0; i < RECENT_COMMANDS + 5; i++) await handler.handle(command('hot-failure', `filler-${i}`))
     // The repeat is out of the remembered window: decided as new, it fails on the unique index in
@@ -264,7 +298,7 @@ describe('a hot chat: batches in flight on one chat', () => {
   })
 
   test('a repeat of a command still in flight answers as that command did, once it is durable', async () => {
-    const handler = chatHandler({ db: node.db })
+    const handler = chatHandler({ overlapAfterMs: 0, db: node.db })
     await handler.handle(command('hot-repeat', 'warm-up'))
     const original = handler.handle(command('hot-repeat', 'ann', new Date(), 'in-flight'))
     const others = Array.from({ length: 10 }, (_, i) => handler.handle(command('hot-repeat', `other-${i}`)))
