@@ -46,7 +46,7 @@ const SIZES = {
   p1Chats: 1000,
   p1Connections: 50,
   p2Seconds: QUICK ? 4 : 10,
-  // P2_RATE=N: a headroom run (a slower host of this kind does what this one does at a higher rate).
+  // P2_RATE=N: a headroom run (a host whose node needs more CPU per post is, for the node, like this one at a higher rate).
   p2Rate: envNumber('P2_RATE', 500),
   p2Subscribers: 1000,
   p2Chats: 50,
