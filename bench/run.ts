@@ -1,12 +1,13 @@
 /**
- * `npm run bench [-- --quick] [-- --only P1,P3] [-- --rounds N]` (P1M and P2M, the mixed
+ * `npm run bench [-- --quick] [-- --only P1,P3] [-- --rounds N] [-- --cpus N]` (P1M and P2M, the mixed
  * workload, are one scenario: --only P1M or P2M runs its part of it; P9 is
  * P9a and P9b, which run on P5's seeded log, seeded once per invocation, and
  * run P5's measurement for their baseline; P4T runs P4 for its baseline; P7,
  * one node's 19,000 streams, is in streams.ts; P2_RATE=N, P8_WRITERS=N and
  * P7_STREAMS=N in the environment change those sizes, for looking at how the cost per
  * message moves with the load: it rises steeply when few commands share a
- * round trip)
+ * round trip; --cpus N runs it all under a CPU quota of N cores, a stand-in
+ * for a slower host)
  *
  * Starts the app on fresh databases, loads it from this process (the app and
  * the SSE clients run in processes of their own), and prints each figure next
@@ -29,6 +30,7 @@ import { Projector } from '../src/projector/projector.js'
 import { cpuShares, describeShares, ownCpuMs, treeCpuMs } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
 import { FRAME_ENV, type FrameSample } from './lib/frames.js'
+import { limitCpus } from './lib/cpu-limit.js'
 import { closedLoop, COMPOSER, FORM, loadPool, openLoop, stampedPost, type LoadResult } from './lib/load.js'
 import { startChild, type Child } from './lib/processes.js'
 import { benchSession, KINDS, mixedCommands, personOf, RecentMessages, seedLongChats, type Kind, type MixedSpec, type Person } from './lib/mixed.js'
@@ -40,6 +42,8 @@ const argv = process.argv.slice(2)
 const QUICK = argv.includes('--quick')
 const ONLY = argValue('--only')?.split(',').map((name) => name.trim().toUpperCase())
 const ROUNDS = Number(argValue('--rounds') ?? (QUICK ? 1 : 3))
+// --cpus N: everything the bench starts shares N cores (a stand-in for a slower host; see cpu-limit.ts).
+const CPUS = argValue('--cpus')
 
 const SIZES = {
   p1Seconds: QUICK ? 4 : 10,
@@ -124,6 +128,12 @@ function envNumber(name: string, fallback: number): number {
   if (text === undefined || text === '') return fallback
   const value = Number(text)
   if (!Number.isInteger(value) || value <= 0) throw new Error(`${name}=${text}: expected a positive whole number`)
+  return value
+}
+
+function cpuCount(text: string): number {
+  const value = Number(text)
+  if (!Number.isFinite(value) || value <= 0 || value > cpus().length) throw new Error(`--cpus ${text}: expected a number of cores above 0 and at most ${cpus().length}`)
   return value
 }
 
@@ -1173,6 +1183,7 @@ function printTable(server: BenchServer, seconds: number): void {
   const line = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(widths[i]!)).join(' | ')} |`
   console.log('')
   console.log(`Live Tea bench${QUICK ? ' (--quick)' : ''}: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${server.description}`)
+  if (cpuLimit) console.log(cpuLimit.describe())
   console.log(`rounds per figure: ${ROUNDS} (medians), load average at end ${loadavg().map((l) => l.toFixed(2)).join(' ')}, took ${fmt(seconds)} s`)
   console.log(line(header))
   console.log(line(widths.map((w) => '-'.repeat(w))))
@@ -1180,6 +1191,7 @@ function printTable(server: BenchServer, seconds: number): void {
   for (const note of notes) console.log(`note: ${note}`)
 }
 
+const cpuLimit = CPUS === undefined ? undefined : limitCpus(cpuCount(CPUS))
 const started = performance.now()
 console.log(`load average at start: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`)
 const server = await benchServer(ROOT)
