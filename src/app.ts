@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import cookieParser from 'cookie-parser'
 import express, { type Request } from 'express'
 import helmet from 'helmet'
 import { rateLimit } from 'express-rate-limit'
@@ -14,6 +13,7 @@ import { chatRoutes } from './chat/routes.js'
 import type { TrustProxy } from './config.js'
 import { crossOriginProtection } from './http/cross-origin.js'
 import { errorHandler, HttpError } from './http/errors.js'
+import { cookies } from './http/cookies.js'
 import { formBody } from './http/form-body.js'
 import { methodNotAllowed } from './http/methods.js'
 import { readsPerAddress } from './http/reads-per-address.js'
@@ -149,7 +149,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   const ops: OpsRoutesDeps | undefined = deps.ops && { ...deps.ops, dashboardToken: deps.dashboardToken, secureCookies: deps.secureCookies ?? 'auto' }
 
-  app.use(cookieParser(deps.sessionSecret))
+  app.use(cookies(deps.sessionSecret))
   // Before sessions: probes and scrapers get no session cookie.
   if (ops) app.use(probeRoutes(ops))
   app.use(session({ secure: deps.secureCookies ?? 'auto' }))
