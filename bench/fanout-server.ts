@@ -1,7 +1,7 @@
 /**
- * P7's baseline: a bare node:http server with the app's routes for a post
+ * P7's and P2's baseline: a bare node:http server with the app's routes for a post
  * and a stream, and no database. GET /chats/:id/events subscribes to that
- * chat; POST /chats/:id/messages (JSON `{content, commandId}`) numbers the
+ * chat; POST /chats/:id/messages (JSON `{content, commandId}`, or a form) numbers the
  * message in its chat, writes one frame (the app's own, with this post's id
  * and text) to that chat's subscribers in a plain loop and answers
  * `201 {chatId, version}`, as the app does. What the app does beyond this
@@ -47,7 +47,9 @@ const server = createServer((req, res) => {
     req.on('data', (chunk) => (body += chunk))
     req.on('end', () => {
       const chatId = post[1]!
-      const { content } = JSON.parse(body) as { content: string }
+      // JSON as P7 posts, or a form as P2's composer posts do.
+      const form = req.headers['content-type']?.startsWith('application/x-www-form-urlencoded')
+      const content = form ? (new URLSearchParams(body).get('content') ?? '') : (JSON.parse(body) as { content: string }).content
       const target = chat(chatId)
       const version = ++target.version
       const frame = frameOf(version, content)

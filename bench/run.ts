@@ -3,7 +3,7 @@
  * workload, are one scenario: --only P1M or P2M runs its part of it; P9 is
  * P9a and P9b, which run on P5's seeded log, seeded once per invocation, and
  * run P5's measurement for their baseline; P4T runs P4 for its baseline; P7,
- * one node's 19,000 streams, is in streams.ts; P2_RATE=N, P8_WRITERS=N and
+ * one node's 19,000 streams, is in streams.ts; P2_RATE=N, P2_SUBSCRIBERS=N, P8_WRITERS=N and
  * P7_STREAMS=N in the environment change those sizes, for looking at how the cost per
  * message moves with the load: it rises steeply when few commands share a
  * round trip; --cpus N runs it all under a CPU quota of N cores, a stand-in
@@ -27,7 +27,7 @@ import { searchProjection } from '../src/search/search-projection.js'
 import { createDb, createPool } from '../src/db/connect.js'
 import { migrateToLatest } from '../src/db/migrate.js'
 import { Projector } from '../src/projector/projector.js'
-import { cpuShares, describeShares, ownCpuMs, treeCpuMs } from './lib/cpu.js'
+import { cpuShares, describeShares, ownCpuMs, treeCpuMs, type CpuShares } from './lib/cpu.js'
 import { benchServer, type BenchDatabase, type BenchServer } from './lib/database.js'
 import { FRAME_ENV, type FrameSample } from './lib/frames.js'
 import { limitCpus } from './lib/cpu-limit.js'
@@ -52,7 +52,7 @@ const SIZES = {
   p2Seconds: QUICK ? 4 : 10,
   // P2_RATE=N: a headroom run (a host whose node needs more CPU per post is, for the node, like this one at a higher rate).
   p2Rate: envNumber('P2_RATE', 500),
-  p2Subscribers: 1000,
+  p2Subscribers: envNumber('P2_SUBSCRIBERS', 1000),
   p2Chats: 50,
   // A node that has served for a while: V8 is still compiling the app's code for its first ~15 s
   // at this rate (its helper threads spent 556 µs per post in the first 8 s, 50–150 µs after 16 s).
@@ -298,6 +298,40 @@ async function p1(server: BenchServer): Promise<void> {
 }
 
 // ---------------------------------------------------------------- P2
+/**
+ * P2's same-run baseline: the same streams, posts and rate on a bare
+ * node:http server with no database (P7's), writing the app's own frame. What
+ * the host gives at this rate, apart from the app: on a slower or busier hour
+ * both move.
+ */
+async function p2Baseline(clients: Child<unknown>, frameSample: FrameSample): Promise<{ p50: number; p99: number; max: number; cpuUs: number; inUse: CpuShares }> {
+  const bare = await startChild<{ url: string }>('fanout-server.ts', { [FRAME_ENV]: JSON.stringify(frameSample) })
+  try {
+    const urls = Array.from({ length: SIZES.p2Chats }, (_, i) => `${bare.ready.url}/chats/lat-${i}/events`)
+    const opened = await clients.ask<{ connected: number; failed: number }>({ type: 'open', urls, count: SIZES.p2Subscribers, addresses: 10, concurrency: 50 })
+    if (opened.failed > 0) notes.push(`P2 baseline: ${opened.failed} subscribers failed to connect`)
+    const post = (i: number) => stampedPost(`lat-${i % SIZES.p2Chats}`)
+    const posters = loadPool(bare.ready.url, 32)
+    await openLoop(bare.ready.url, { rate: SIZES.p2Rate, durationMs: 2000, connections: 32, pool: posters, next: post })
+    await sleep(500)
+    await clients.ask({ type: 'latencies' })
+    const cpu0 = (await bare.ask<{ ms: number }>({ type: 'cpu' })).ms
+    const shares = cpuShares({ server: () => treeCpuMs(bare.process.pid!), subscribers: () => treeCpuMs(clients.process.pid!), poster: ownCpuMs })
+    const sent = await openLoop(bare.ready.url, { rate: SIZES.p2Rate, durationMs: SIZES.p2Seconds * 1000, connections: 32, pool: posters, next: post })
+    await posters.close()
+    const inUse = shares()
+    const cpu1 = (await bare.ask<{ ms: number }>({ type: 'cpu' })).ms
+    await sleep(1000)
+    const { samples } = await clients.ask<{ samples: number[] }>({ type: 'latencySamples' })
+    const expected = acceptedCount(sent) * (SIZES.p2Subscribers / SIZES.p2Chats)
+    if (samples.length !== expected) notes.push(`P2 baseline: ${samples.length} deliveries seen, ${expected} expected`)
+    return { p50: percentile(samples, 50), p99: percentile(samples, 99), max: samples[samples.length - 1] ?? NaN, cpuUs: ((cpu1 - cpu0) * 1000) / acceptedCount(sent), inUse }
+  } finally {
+    await clients.ask({ type: 'closeAll' })
+    await bare.stop()
+  }
+}
+
 async function p2(server: BenchServer): Promise<void> {
   const perChat = SIZES.p2Subscribers / SIZES.p2Chats
   console.log(`P2 delivery latency: ${SIZES.p2Rate} msg/s over ${SIZES.p2Chats} chats, ${SIZES.p2Subscribers} subscribers (${perChat} per chat), ${SIZES.p2Seconds} s`)
@@ -328,8 +362,12 @@ async function p2(server: BenchServer): Promise<void> {
     const drainedMs = loadMs - SIZES.p2Seconds * 1000
     if (drainedMs > 1000) notes.push(`P2: the last answers came ${fmt(drainedMs / 1000, 1)} s after the last post: the app did not keep up with ${SIZES.p2Rate} msg/s, so the latencies are mostly queueing`)
     await sleep(1000)
-    const answer = await clients.ask<{ samples: number[]; moments: [number, number][] }>({ type: 'latencySamples' })
+    const answer = await clients.ask<{ samples: number[]; moments: [number, number][]; frameSample: FrameSample | undefined }>({ type: 'latencySamples' })
     const latency = { count: answer.samples.length, p50: percentile(answer.samples, 50), p99: percentile(answer.samples, 99), max: answer.samples[answer.samples.length - 1] ?? NaN }
+    // The app's timers stay out of the baseline's run.
+    await clients.ask({ type: 'closeAll' })
+    await app.stop()
+    const bare = answer.frameSample ? await p2Baseline(clients, answer.frameSample) : undefined
     if (latency.p99 > 25) {
       // A few slow moments (a pause somewhere) read differently from slow posts all through the run (a node that cannot keep up).
       const slow = answer.moments.filter(([, slowest]) => slowest > 25)
@@ -341,11 +379,13 @@ async function p2(server: BenchServer): Promise<void> {
     console.log(`    ${sent.sent} posts (${JSON.stringify(sent.statuses)}), ${latency.count} deliveries`)
     const met = latency.p50 <= 5 && latency.p99 <= 25
     sameRun.p2 = latency
-    report({ id: 'P2', figure: `POST → SSE subscriber p50 / p99 / max${SIZES.p2Rate === 500 ? '' : ` at ${SIZES.p2Rate} msg/s (P2_RATE)`}`, app: `${ms(latency.p50)} / ${ms(latency.p99)} / ${ms(latency.max)}`, baseline: '–', ratio: '', target: '≤ 5 / ≤ 25 ms', met })
+    const figures = (of: { p50: number; p99: number; max: number }) => `${ms(of.p50)} / ${ms(of.p99)} / ${ms(of.max)}`
+    report({ id: 'P2', figure: `POST → SSE subscriber p50 / p99 / max${SIZES.p2Rate === 500 ? '' : ` at ${SIZES.p2Rate} msg/s (P2_RATE)`}`, app: figures(latency), baseline: bare ? `${figures(bare)} (bare node:http)` : '–', ratio: bare ? `p99 ${ratio(latency.p99 / bare.p99)}` : '', target: '≤ 5 / ≤ 25 ms', met })
     // The node's share of the two cores at this rate: the latency target needs it well below one core.
     const accepted = acceptedCount(sent)
     report({ id: 'P2', figure: `CPU per post: node + postgres (node busy ${fmt(((cpu1.node - cpu0.node) / loadMs) * 100)}% of a core)`, app: `${fmt(((cpu1.node - cpu0.node) * 1000) / accepted)} + ${fmt(((cpu1.pg - cpu0.pg) * 1000) / accepted)} µs`, baseline: sameRun.p1 ? `${fmt(sameRun.p1.nodeUs)} + ${fmt(sameRun.p1.pgUs)} µs (P1, 50 connections)` : '–', ratio: '', target: '' })
-    report({ id: 'P2', figure: 'cores in use during those posts, by process', app: describeShares(inUse), baseline: '–', ratio: '', target: '' })
+    report({ id: 'P2', figure: 'cores in use during those posts, by process', app: describeShares(inUse), baseline: bare ? describeShares(bare.inUse) : '–', ratio: '', target: '' })
+    if (bare) report({ id: 'P2', figure: 'server CPU per post (the node)', app: `${fmt(((cpu1.node - cpu0.node) * 1000) / accepted)} µs`, baseline: `${fmt(bare.cpuUs)} µs (bare node:http)`, ratio: ratio(((cpu1.node - cpu0.node) * 1000) / accepted / bare.cpuUs), target: '' })
   } finally {
     await clients.stop()
     await app.stop()
