@@ -558,8 +558,11 @@ export function toFrame(id: number, html: string): string {
 
 /** An SSE message without an id: it does not move the client's resume cursor. */
 export function dataFrame(html: string): string {
-  return `${html.split(/\r\n|\r|\n/).map((line) => `data: ${line}\n`).join('')}\n`
+  // One pass over the fragment, not an array of its lines and their prefixed copies.
+  return `data: ${html.replace(LINE_BREAK, '\ndata: ')}\n\n`
 }
+
+const LINE_BREAK = /\r\n|\r|\n/g
 
 /** Resolves true once `res` drained its buffer, false if it closed or stayed full for `timeoutMs`. */
 function drained(res: ServerResponse, timeoutMs: number): Promise<boolean> {
